@@ -1,0 +1,10 @@
+optim_wrapper = dict(
+    type="OptimWrapper",
+    optimizer=dict(type="AdamW", lr=2e-3, betas=(0.9, 0.99), weight_decay=0.0),
+    clip_grad=dict(max_norm=1.0),
+)
+param_scheduler = [
+    dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=100, end=4000, eta_min=1e-5),
+]
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=4000)

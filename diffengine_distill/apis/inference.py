@@ -1,0 +1,85 @@
+"""Load exported pipelines and sample from them (tools/sample.py, evaluate.py)."""
+from __future__ import annotations
+
+import glob
+import inspect
+import json
+import os.path as osp
+import re
+
+import torch
+from tqdm import tqdm
+
+
+def find_export(path: str) -> str:
+    """An export folder itself, or the newest export inside a work dir."""
+    path = osp.expanduser(path)
+    if osp.isfile(osp.join(path, "model_index.json")):
+        return path
+    if not osp.isdir(path):
+        raise FileNotFoundError(f"{path!r} is neither an exported pipeline folder nor a work dir.")
+    exports = [osp.dirname(p) for p in glob.glob(osp.join(path, "*", "model_index.json"))]
+    if not exports:
+        raise FileNotFoundError(
+            f"No export in {path!r}: an exported folder holds model_index.json "
+            "(written by DiffusersExportHook). Was training run to an export interval?")
+
+    def order(folder):  # numbers in the name (step<N>, stage_<k>_<N>steps), then age
+        nums = [int(n) for n in re.findall(r"\d+", osp.basename(folder))]
+        return (osp.getmtime(folder), nums)
+    return max(exports, key=order)
+
+
+def export_metadata(folder: str) -> dict:
+    meta = osp.join(folder, "diffengine_distill.json")
+    if osp.isfile(meta):
+        with open(meta) as f:
+            return json.load(f)
+    return {}
+
+
+def load_pipeline(path: str, device: str | torch.device = "cpu",
+                  torch_dtype: torch.dtype = torch.float32):
+    """A diffusers pipeline from an export folder or a work dir."""
+    from diffusers import DiffusionPipeline
+
+    from diffengine_distill import pipelines
+    folder = find_export(path)
+    with open(osp.join(folder, "model_index.json")) as f:
+        name = json.load(f).get("_class_name")
+    cls = getattr(pipelines, name, None) or DiffusionPipeline
+    pipe = cls.from_pretrained(folder, torch_dtype=torch_dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int = 64,
+             eta: float = 0.0, progress: bool = True) -> torch.Tensor:
+    """Images in [-1, 1], one generator per seed (image i is reproducible alone)."""
+    seeds = [int(s) for s in seeds]
+    conditional = "class_labels" in inspect.signature(pipe.__call__).parameters
+    if conditional and labels is None:
+        labels = [s % 10 for s in seeds]
+    out = []
+    for start in tqdm(range(0, len(seeds), batch_size), disable=not progress,
+                      desc=f"sampling {num_inference_steps} steps", unit="batch"):
+        chunk = seeds[start:start + batch_size]
+        gens = [torch.Generator("cpu").manual_seed(s) for s in chunk]
+        kwargs = dict(generator=gens, num_inference_steps=num_inference_steps,
+                      output_type="pt", eta=eta)
+        if conditional:
+            kwargs["class_labels"] = labels[start:start + batch_size]
+        else:
+            kwargs["batch_size"] = len(chunk)
+        out.append(pipe(**kwargs).images.float().cpu() * 2 - 1)
+    return torch.cat(out)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-99' or '1,5,9' or '0-9,20'."""
+    seeds = []
+    for part in str(text).split(","):
+        a, _, b = part.strip().partition("-")
+        seeds.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    return seeds

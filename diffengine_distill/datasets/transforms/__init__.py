@@ -1,0 +1,3 @@
+from .transforms import LoadImage, PackInputs
+
+__all__ = ["LoadImage", "PackInputs"]

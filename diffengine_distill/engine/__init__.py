@@ -1,0 +1,3 @@
+from .hooks import DiffusersExportHook, SampleVisualizationHook
+
+__all__ = ["DiffusersExportHook", "SampleVisualizationHook"]

@@ -1,0 +1,78 @@
+"""Write diffusers pipeline folders that load with ``from_pretrained``."""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import shutil
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from diffengine_distill.registry import HOOKS
+
+from .utils import exported_model
+
+METADATA_FILE = "diffengine_distill.json"
+
+
+def export_pipeline(pipe, folder: str, metadata: dict | None = None) -> str:
+    """``pipe.save_pretrained`` into a temp folder, then rename over ``folder``.
+
+    A killed run leaves a ``.tmp`` folder behind, never a half-written export.
+    """
+    folder = osp.abspath(folder)
+    tmp, old = folder + ".tmp", folder + ".old"
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    with open(osp.join(tmp, METADATA_FILE), "w") as f:
+        json.dump(metadata or {}, f, indent=2)
+    if osp.exists(folder):
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+@HOOKS.register_module()
+class DiffusersExportHook(Hook):
+    """Export the model as a diffusers pipeline every ``interval`` iterations.
+
+    Folders are ``work_dir/step<N>`` (N = completed iterations); the last one
+    is written at the end of training. EMA weights are exported when an
+    ``EMAHook`` runs and ``use_ema`` is set.
+    """
+
+    priority = "LOW"  # after EMAHook has updated the averages
+
+    def __init__(self, interval: int = 1000, save_last: bool = True, use_ema: bool = True,
+                 num_inference_steps: int | None = None):
+        if interval <= 0:
+            raise ValueError(f"DiffusersExportHook: interval must be > 0, got {interval}")
+        self.interval, self.save_last, self.use_ema = interval, save_last, use_ema
+        self.num_inference_steps = num_inference_steps
+        self._last_exported = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        # runner.iter is still N - 1 during the N-th iteration's hooks.
+        if self.every_n_train_iters(runner, self.interval):
+            self.export(runner, runner.iter + 1)
+
+    def after_train(self, runner):
+        if self.save_last and self._last_exported != runner.iter:
+            self.export(runner, runner.iter)
+
+    def export(self, runner, step: int) -> str | None:
+        self._last_exported = step
+        if not is_main_process():
+            return None
+        model = exported_model(runner, self.use_ema)
+        folder = osp.join(runner.work_dir, f"step{step}")
+        steps = self.num_inference_steps or model.sampler_cfg.get("num_inference_steps")
+        export_pipeline(model.build_pipeline(), folder, dict(
+            iteration=step, prediction_type=model.prediction_type,
+            num_inference_steps=steps, ema=model is not getattr(runner.model, "module", runner.model),
+            config=osp.basename(runner.cfg.filename or "")))
+        runner.logger.info(f"Exported diffusers pipeline to {folder}")
+        return folder

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os.path as osp
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from diffengine_distill.registry import HOOKS
+from diffengine_distill.utils import make_grid, save_image
+
+from .utils import exported_model
+
+
+@HOOKS.register_module()
+class SampleVisualizationHook(Hook):
+    """Sample a fixed-seed grid every ``interval`` iterations (and before training).
+
+    The grid goes to ``work_dir/samples/step<N>.png`` and to every visualizer
+    backend (TensorBoard's image tab, mmengine's local vis_data).
+    """
+
+    priority = "LOW"
+
+    def __init__(self, interval: int = 1000, num_images: int = 64,
+                 num_inference_steps: int | None = None, seed: int = 0,
+                 use_ema: bool = True, scale: int = 4):
+        if interval <= 0:
+            raise ValueError(f"SampleVisualizationHook: interval must be > 0, got {interval}")
+        self.interval, self.num_images, self.seed = interval, num_images, seed
+        self.num_inference_steps, self.use_ema, self.scale = num_inference_steps, use_ema, scale
+
+    def before_train(self, runner):
+        self.visualize(runner)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner):
+            self.visualize(runner, runner.iter + 1)
+
+    def visualize(self, runner, step: int | None = None):
+        if not is_main_process():
+            return
+        step = runner.iter if step is None else step
+        model = exported_model(runner, self.use_ema)
+        steps = self.num_inference_steps or model.sampler_cfg.get("num_inference_steps", 50)
+        state = torch.random.get_rng_state()  # sampling must not shift training noise
+        images = model.sample(range(self.seed, self.seed + self.num_images), steps)
+        torch.random.set_rng_state(state)
+        grid = make_grid(images)
+        save_image(grid, osp.join(runner.work_dir, "samples", f"step{step}.png"), self.scale)
+        runner.visualizer.add_image("samples", grid, step=step)

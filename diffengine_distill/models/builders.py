@@ -1,0 +1,92 @@
+"""Build diffusers UNets and schedulers from configs or pretrained weights.
+
+A UNet config is either ``dict(type="UNet2DModel", **diffusers_config)``
+(built from scratch) or ``dict(type="pretrained", path=..., subfolder=...)``
+(a hub id or a local diffusers folder). Loading failures name the path and
+the fix instead of surfacing a bare hub error.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import os.path as osp
+
+import diffusers
+from torch import nn
+
+from diffengine_distill.registry import MODELS
+
+# Register the diffusers networks so configs can build them by name.
+for _name in ("UNet2DModel", "UNet2DConditionModel"):
+    MODELS.register_module(name=_name, module=getattr(diffusers, _name), force=True)
+
+
+def _looks_local(path: str) -> bool:
+    return osp.isabs(path) or path.startswith((".", "~")) or osp.exists(path) \
+        or path.count("/") != 1
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def load_pretrained(cls, path: str, subfolder: str | None = None, **kwargs):
+    """``cls.from_pretrained`` with an error that says what to do."""
+    path = osp.expanduser(str(path))
+    where = osp.join(path, subfolder) if subfolder else path
+    if _looks_local(path) and not osp.isdir(where):
+        raise FileNotFoundError(
+            f"Pretrained weights not found: {where!r} is not a directory. Give a "
+            f"local diffusers folder (containing config.json and weights) or a "
+            f"hub id like 'google/ddpm-cifar10-32'.")
+    try:
+        return cls.from_pretrained(path, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError) as err:
+        hint = ("HF_HUB_OFFLINE=1 is set, so only the local cache is searched: "
+                "download the weights on a connected machine or point `path` "
+                "at a local copy." if _offline() else
+                "Check the hub id / path, your network, and HF_HOME.")
+        raise OSError(f"Could not load {cls.__name__} from {where!r}: {err}\n{hint}") from err
+
+
+@MODELS.register_module(name="pretrained")
+def pretrained_unet(path: str, subfolder: str | None = "unet",
+                    class_name: str = "UNet2DModel", **kwargs) -> nn.Module:
+    cls = getattr(diffusers, class_name, None)
+    if cls is None:
+        raise ValueError(f"diffusers has no model class {class_name!r}.")
+    if subfolder and _looks_local(path) and osp.isdir(path) \
+            and not osp.isdir(osp.join(path, subfolder)):
+        subfolder = None  # a bare UNet folder rather than a pipeline folder
+    return load_pretrained(cls, path, subfolder=subfolder, **kwargs)
+
+
+def build_unet(cfg: dict | nn.Module) -> nn.Module:
+    if isinstance(cfg, nn.Module):
+        return cfg
+    return MODELS.build(copy.deepcopy(cfg))
+
+
+def build_scheduler(cfg: dict | object, base_config: dict | None = None):
+    """A diffusers scheduler from ``dict(type="DDPMScheduler", **config)``.
+
+    ``dict(type="pretrained", path=..., subfolder="scheduler")`` loads one;
+    ``base_config`` (another scheduler's config) supplies unset options.
+    """
+    if not isinstance(cfg, dict):
+        return cfg
+    cfg = copy.deepcopy(dict(cfg))
+    kind = cfg.pop("type", "DDPMScheduler")
+    if kind == "pretrained":
+        cls = getattr(diffusers, cfg.pop("class_name", "DDPMScheduler"))
+        return load_pretrained(cls, cfg.pop("path"), subfolder=cfg.pop("subfolder", "scheduler"), **cfg)
+    cls = getattr(diffusers, kind, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise ValueError(f"Unknown diffusers scheduler type {kind!r}.")
+    # diffusers only warns about unknown keys; a typo must not pass silently.
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(k for k in cfg if k not in known and not k.startswith("_"))
+    if unknown:
+        raise ValueError(f"{kind} has no option(s) {unknown}; valid: {sorted(known)}.")
+    return cls.from_config(dict(base_config or {}), **cfg)

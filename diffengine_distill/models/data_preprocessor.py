@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import torch
+from mmengine.model import BaseDataPreprocessor
+
+from diffengine_distill.registry import MODELS
+
+
+@MODELS.register_module()
+class DiffusionDataPreprocessor(BaseDataPreprocessor):
+    """Stacks uint8 images into a float batch in [-1, 1] and packs labels.
+
+    Output: ``dict(inputs=(B, C, H, W) float, data_samples=dict(labels=(B,)
+    long or None))``, the keyword arguments of the models' ``forward``.
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = self.cast_data(data)
+        inputs = data["inputs"]
+        if isinstance(inputs, (list, tuple)):
+            inputs = torch.stack(list(inputs))
+        inputs = inputs.float() / 127.5 - 1.0
+        # pseudo_collate turns the per-sample dicts into a dict of lists.
+        labels = (data.get("data_samples") or {}).get("label")
+        if labels is not None and any(label is None for label in labels):
+            labels = None
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=inputs.device).long()
+        return dict(inputs=inputs, data_samples=dict(labels=labels))

@@ -1,0 +1,6 @@
+from .schedule import (PREDICTION_TYPES, VPSchedule, check_prediction_type,
+                       convert_prediction, ddim_step, prediction_target,
+                       split_prediction)
+
+__all__ = ["PREDICTION_TYPES", "VPSchedule", "check_prediction_type",
+           "convert_prediction", "ddim_step", "prediction_target", "split_prediction"]

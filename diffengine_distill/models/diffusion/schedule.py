@@ -1,0 +1,143 @@
+"""VP noise schedule of any diffusers scheduler, at integer and fractional t.
+
+z_t = alpha_t * x + sigma_t * eps, alpha_t^2 + sigma_t^2 = 1.
+
+Time convention (the one diffusers' DDIM uses with ``set_alpha_to_one``):
+t in [0, T-1] are the scheduler's discrete steps and t = -1 is the clean
+image (alpha_bar = 1). Fractional t interpolates log(alpha_bar) linearly, so
+a grid that does not divide T (e.g. 1000 -> 500 -> 250 -> 125 -> 62.5) is
+still well defined; diffusers UNets accept float timesteps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def check_prediction_type(prediction_type: str) -> str:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"Unknown prediction_type {prediction_type!r}; use one of "
+            f"{PREDICTION_TYPES} (diffusers' names for eps, v and x0).")
+    return prediction_type
+
+
+def _expand(coef: Tensor | float, like: Tensor) -> Tensor:
+    """(B,) or scalar coefficient -> (B, 1, 1, 1) to multiply images."""
+    coef = torch.as_tensor(coef, dtype=like.dtype, device=like.device)
+    return coef.reshape(coef.shape + (1,) * (like.ndim - coef.ndim))
+
+
+def split_prediction(pred: Tensor, sample: Tensor, alpha, sigma,
+                     prediction_type: str) -> tuple[Tensor, Tensor]:
+    """Model output -> (x0_hat, eps_hat) for the noisy ``sample`` z_t."""
+    a, s = _expand(alpha, sample), _expand(sigma, sample)
+    if prediction_type == "epsilon":
+        return (sample - s * pred) / a, pred
+    if prediction_type == "v_prediction":
+        return a * sample - s * pred, s * sample + a * pred
+    if prediction_type == "sample":
+        return pred, (sample - a * pred) / s
+    check_prediction_type(prediction_type)
+    raise AssertionError
+
+
+def convert_prediction(pred: Tensor, sample: Tensor, alpha, sigma,
+                       src: str, dst: str,
+                       dtype: torch.dtype = torch.float32) -> Tensor:
+    """Convert a prediction among eps / v / x0, computed in ``dtype``.
+
+    Computing in fp32 (or fp64 where alpha is tiny) keeps bf16/fp16 model
+    outputs from losing the target's precision.
+    """
+    check_prediction_type(dst)
+    pred, sample = pred.to(dtype), sample.to(dtype)
+    alpha = torch.as_tensor(alpha, device=sample.device).to(dtype)
+    sigma = torch.as_tensor(sigma, device=sample.device).to(dtype)
+    if src == dst:
+        return pred
+    x0, eps = split_prediction(pred, sample, alpha, sigma, src)
+    return prediction_target(x0, eps, alpha, sigma, dst)
+
+
+def prediction_target(x0: Tensor, eps: Tensor, alpha, sigma,
+                      prediction_type: str) -> Tensor:
+    """What a model of ``prediction_type`` should output for (x0, eps)."""
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "epsilon":
+        return eps
+    check_prediction_type(prediction_type)
+    return _expand(alpha, x0) * eps - _expand(sigma, x0) * x0
+
+
+def ddim_step(x0: Tensor, eps: Tensor, alpha_s, sigma_s) -> Tensor:
+    """Deterministic DDIM (eta = 0) update: z_s = alpha_s x0 + sigma_s eps."""
+    return _expand(alpha_s, x0) * x0 + _expand(sigma_s, x0) * eps
+
+
+class VPSchedule:
+    """alpha_t, sigma_t and log-SNR of a diffusers scheduler's alphas_cumprod.
+
+    Values are diffusers' own (so an export's DDIM sampler uses exactly the
+    same numbers), kept in fp64 for target arithmetic.
+    """
+
+    def __init__(self, alphas_cumprod: Tensor):
+        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        if ac.numel() < 2 or (ac[1:] > ac[:-1]).any() or (ac <= 0).all():
+            raise ValueError("alphas_cumprod must be a non-increasing "
+                             "sequence of at least two values in (0, 1].")
+        # Index 0 is t = -1 (clean); zero terminal SNR (alpha_bar = 0) is
+        # clamped only inside the log so interpolation stays finite.
+        self.log_alpha_bar = torch.cat(
+            [ac.new_zeros(1), ac.clamp_min(1e-30).log()])
+        self.alphas_cumprod = ac
+        self.num_train_timesteps = ac.numel()
+
+    @classmethod
+    def from_scheduler(cls, scheduler) -> "VPSchedule":
+        """From a diffusers scheduler object or its config dict."""
+        if isinstance(scheduler, dict):
+            from diffengine_distill.models.builders import build_scheduler
+            scheduler = build_scheduler(scheduler)
+        if not hasattr(scheduler, "alphas_cumprod"):
+            raise TypeError(
+                f"{type(scheduler).__name__} has no alphas_cumprod: use a "
+                "discrete VP scheduler (DDPM, DDIM, DPMSolver, Euler, ...).")
+        return cls(scheduler.alphas_cumprod)
+
+    def alpha_bar(self, t) -> Tensor:
+        """alpha_bar at (possibly fractional) t in [-1, T-1], fp64."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if t.numel() and (t.min() < -1 or t.max() > self.num_train_timesteps - 1):
+            raise ValueError(f"t must lie in [-1, {self.num_train_timesteps - 1}]")
+        table = self.log_alpha_bar.to(t.device)
+        pos = t + 1
+        lo = pos.floor().long().clamp(max=table.numel() - 2)
+        frac = pos - lo
+        log_ab = table[lo] * (1 - frac) + table[lo + 1] * frac
+        # Integer steps return diffusers' value exactly (incl. alpha_bar = 0).
+        exact = torch.cat([t.new_ones(1), self.alphas_cumprod.to(t.device)])
+        is_int = pos == pos.round()
+        return torch.where(is_int, exact[pos.round().long()], log_ab.exp())
+
+    def alpha_sigma(self, t) -> tuple[Tensor, Tensor]:
+        ab = self.alpha_bar(t)
+        return ab.sqrt(), (1 - ab).clamp_min(0).sqrt()
+
+    def snr(self, t) -> Tensor:
+        ab = self.alpha_bar(t)
+        return ab / (1 - ab)
+
+    def log_snr(self, t) -> Tensor:
+        ab = self.alpha_bar(t)
+        return ab.log() - torch.log1p(-ab)
+
+    def __repr__(self) -> str:
+        return f"VPSchedule(T={self.num_train_timesteps})"
+

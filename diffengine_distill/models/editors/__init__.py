@@ -1,0 +1,4 @@
+from .base import BaseDiffusionModel
+from .diffusion import DiffusionModel
+
+__all__ = ["BaseDiffusionModel", "DiffusionModel"]

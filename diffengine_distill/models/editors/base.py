@@ -1,0 +1,110 @@
+"""What every method shares: a UNet, its noise schedule, sampling, export."""
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMPipeline
+from mmengine.model import BaseModel
+from torch import Tensor, nn
+
+from diffengine_distill.pipelines import ClassConditionalPipeline
+from diffengine_distill.registry import MODELS
+
+from ..builders import build_scheduler, build_unet
+from ..diffusion import VPSchedule, check_prediction_type
+
+# The exported sampler: DDIM whose last step returns x0_hat and whose N-step
+# grid starts at T-1 (see references: diffusers plumbing that bites).
+DEFAULT_SAMPLER = dict(type="DDIMScheduler", timestep_spacing="trailing",
+                       set_alpha_to_one=True, clip_sample=False, steps_offset=0)
+
+
+class BaseDiffusionModel(BaseModel):
+    """A diffusers UNet + scheduler pair that knows how to sample and export.
+
+    Args:
+        unet: UNet config (see ``models.builders``) or module.
+        scheduler: diffusers scheduler config defining the noise schedule.
+        prediction_type: overrides the scheduler's (epsilon | v_prediction |
+            sample); it is written into every export.
+        sampler: DDIM options of the in-training sampler and of the export.
+        data_preprocessor: defaults to ``DiffusionDataPreprocessor``.
+    """
+
+    def __init__(self, unet, scheduler: dict, prediction_type: str | None = None,
+                 sampler: dict | None = None, data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None):
+        # Built from our registry so the model also builds outside a Runner.
+        if not isinstance(data_preprocessor, nn.Module):
+            data_preprocessor = MODELS.build(
+                data_preprocessor or dict(type="DiffusionDataPreprocessor"))
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.unet = build_unet(unet)
+        scheduler = build_scheduler(scheduler)
+        if prediction_type is not None:
+            scheduler = scheduler.from_config(
+                scheduler.config, prediction_type=check_prediction_type(prediction_type))
+        self.prediction_type = check_prediction_type(scheduler.config.prediction_type)
+        self.scheduler = scheduler
+        self.schedule = VPSchedule.from_scheduler(scheduler)
+        self.sampler_cfg = {**DEFAULT_SAMPLER, **(sampler or {})}
+
+    # -- conditioning --------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        cfg = self.unet.config
+        if getattr(cfg, "class_embed_type", None) is None and \
+                getattr(cfg, "num_class_embeds", None) is None:
+            return None
+        return cfg.num_class_embeds
+
+    def check_labels(self, labels: Tensor | None) -> Tensor | None:
+        if self.num_classes is None:
+            return None
+        if labels is None:
+            raise ValueError(
+                "This UNet is class-conditional (num_class_embeds="
+                f"{self.num_classes}) but the data has no labels: use a labelled "
+                "dataset (class sub-folders) or an unconditional UNet.")
+        return labels
+
+    def unet_forward(self, unet, z: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
+        t = torch.as_tensor(t, device=z.device)
+        kwargs = {} if labels is None else dict(class_labels=labels)
+        return unet(z, t.expand(z.shape[0]) if t.ndim == 0 else t, **kwargs).sample
+
+    # -- sampling and export -----------------------------------------------
+    def export_scheduler(self):
+        """The training schedule with the sampler's options pinned."""
+        cfg = {k: v for k, v in self.sampler_cfg.items() if k != "num_inference_steps"}
+        return build_scheduler(dict(cfg, prediction_type=self.prediction_type),
+                               base_config=self.scheduler.config)
+
+    def build_pipeline(self, unet=None):
+        """The diffusers pipeline an export holds (shares this model's UNet)."""
+        unet = self.unet if unet is None else unet
+        cls = DDIMPipeline if self.num_classes is None else ClassConditionalPipeline
+        pipe = cls(unet=unet, scheduler=self.export_scheduler())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def sample(self, seeds, num_inference_steps: int, labels=None) -> Tensor:
+        """Images in [-1, 1] through the export's own pipeline and sampler."""
+        from diffengine_distill.apis.inference import generate
+        was_training = self.unet.training
+        self.unet.eval()
+        try:
+            return generate(self.build_pipeline(), seeds, num_inference_steps,
+                            labels=labels, progress=False)
+        finally:
+            self.unet.train(was_training)
+
+    def val_step(self, data) -> list[dict]:
+        data = self.data_preprocessor(data, False)
+        n = data["inputs"].shape[0]
+        labels = data["data_samples"]["labels"]
+        images = self.sample(range(n), self.sampler_cfg.get("num_inference_steps", 50),
+                             labels=None if labels is None else labels.tolist())
+        return [dict(pred_img=img, gt_img=gt) for img, gt in zip(images, data["inputs"])]
+
+    test_step = val_step

@@ -1,0 +1,3 @@
+from .diffusion_model import DiffusionModel
+
+__all__ = ["DiffusionModel"]

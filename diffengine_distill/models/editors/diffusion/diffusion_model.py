@@ -1,0 +1,61 @@
+"""Train a diffusers UNet as a diffusion model (the teachers of every method)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffengine_distill.registry import MODELS
+
+from ...diffusion import ddim_step, prediction_target
+from ..base import BaseDiffusionModel
+
+
+@MODELS.register_module()
+class DiffusionModel(BaseDiffusionModel):
+    """DDPM-style training with eps / v / x0 targets.
+
+    Args:
+        loss: a ``DiffusionLoss`` config (weighting of the MSE).
+        continuous_time: draw fractional t in [0, T-1] instead of integers, so
+            the model is also accurate on the fractional grids of progressive
+            distillation; integer-t sampling is unchanged.
+        class_dropout_prob: with a class-conditional UNet, replace the label by
+            the null class ``num_class_embeds - 1`` with this probability
+            (classifier-free guidance); 0 disables it.
+        Other arguments: see ``BaseDiffusionModel``.
+    """
+
+    def __init__(self, *args, loss: dict | None = None, continuous_time: bool = False,
+                 class_dropout_prob: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss = MODELS.build(loss or dict(type="DiffusionLoss"))
+        self.continuous_time = continuous_time
+        if class_dropout_prob and self.num_classes is None:
+            raise ValueError("class_dropout_prob needs a class-conditional UNet.")
+        self.class_dropout_prob = class_dropout_prob
+
+    def sample_timesteps(self, n: int, device) -> Tensor:
+        T = self.schedule.num_train_timesteps
+        if self.continuous_time:
+            return torch.rand(n, device=device, dtype=torch.float64) * (T - 1)
+        return torch.randint(0, T, (n,), device=device)
+
+    def forward(self, inputs: Tensor, data_samples: dict | None = None,
+                mode: str = "loss"):
+        if mode != "loss":
+            raise ValueError(f"{type(self).__name__}.forward supports mode='loss'; "
+                             "use sample() or val_step() to generate.")
+        labels = self.check_labels((data_samples or {}).get("labels"))
+        if labels is not None and self.class_dropout_prob > 0:
+            drop = torch.rand(labels.shape, device=labels.device) < self.class_dropout_prob
+            labels = labels.masked_fill(drop, self.num_classes - 1)
+        x0 = inputs.float()
+        noise = torch.randn_like(x0)
+        t = self.sample_timesteps(x0.shape[0], x0.device)
+        alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(t))
+        z = ddim_step(x0, noise, alpha, sigma)  # forward diffusion is a DDIM step
+        t_in = t.float() if self.continuous_time else t
+        pred = self.unet_forward(self.unet, z, t_in, labels)
+        target = prediction_target(x0, noise, alpha, sigma, self.prediction_type)
+        loss = self.loss(pred, target, self.schedule.snr(t), self.prediction_type)
+        return dict(loss=loss)

@@ -1,0 +1,3 @@
+from .class_conditional import ClassConditionalPipeline
+
+__all__ = ["ClassConditionalPipeline"]
