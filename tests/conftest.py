@@ -27,3 +27,22 @@ def mim_train(config, work_dir, *args, **kw):
 @pytest.fixture(scope="session")
 def root():
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def teacher_runs(tmp_path_factory):
+    """The tiny teacher trained for 30 iterations straight, and for 20 then
+    resumed to 30 (shared by the teacher and distillation tests)."""
+    base = tmp_path_factory.mktemp("teacher")
+    full, part = base / "full", base / "part"
+    cfg, iters = "tests/configs/teacher_tiny.py", "train_cfg.max_iters={}"
+    mim_train(cfg, full, "--cfg-options", iters.format(30))
+    mim_train(cfg, part, "--cfg-options", iters.format(20))
+    proc = mim_train(cfg, part, "--resume", "--cfg-options", iters.format(30))
+    return full, part, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(teacher_runs):
+    """Export folder of the tiny teacher (v-prediction, T = 1024, 8x8 digits)."""
+    return teacher_runs[0] / "step30"

@@ -4,17 +4,14 @@ import glob
 import json
 import os.path as osp
 
-import pytest
 import torch
 from diffusers import DDIMPipeline
 from mmengine.config import Config
 
-from conftest import mim_train
 from diffengine_distill.apis.inference import generate
 from diffengine_distill.registry import MODELS
 
 CFG = "tests/configs/teacher_tiny.py"
-ITERS = "train_cfg.max_iters={}"
 
 
 def losses(work_dir):
@@ -23,22 +20,12 @@ def losses(work_dir):
     return {r["iter"]: r["loss"] for r in rows if "loss" in r}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("teacher")
-    full, part = base / "full", base / "part"
-    mim_train(CFG, full, "--cfg-options", ITERS.format(30))
-    mim_train(CFG, part, "--cfg-options", ITERS.format(20))
-    proc = mim_train(CFG, part, "--resume", "--cfg-options", ITERS.format(30))
-    return full, part, proc.stdout + proc.stderr
-
-
 def state(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_loss_goes_down(runs):
-    full, _, _ = runs
+def test_loss_goes_down(teacher_runs):
+    full, _, _ = teacher_runs
     loss = losses(full)
     assert len(loss) == 30
     first = sum(loss[i] for i in range(1, 6)) / 5
@@ -46,8 +33,8 @@ def test_loss_goes_down(runs):
     assert last < 0.9 * first, (first, last)
 
 
-def test_resume_continues_exactly(runs):
-    full, part, log = runs
+def test_resume_continues_exactly(teacher_runs):
+    full, part, log = teacher_runs
     assert "Resumed" in log or "resumed" in log.lower()
     assert "Advance dataloader 20 steps" in log
     a, b = state(full / "iter_30.pth"), state(part / "iter_30.pth")
@@ -64,8 +51,8 @@ def test_resume_continues_exactly(runs):
         torch.testing.assert_close(ma[k]["exp_avg_sq"], mb[k]["exp_avg_sq"], rtol=0, atol=0)
 
 
-def test_export_reloads_bit_identically_and_samples_like_training(runs, root):
-    full, _, _ = runs
+def test_export_reloads_bit_identically_and_samples_like_training(teacher_runs, root):
+    full, _, _ = teacher_runs
     pipe = DDIMPipeline.from_pretrained(full / "step30")
     ckpt = state(full / "iter_30.pth")
     # mmengine's EMAHook stores the averaged weights as the checkpoint's
@@ -93,8 +80,8 @@ def test_export_reloads_bit_identically_and_samples_like_training(runs, root):
     assert ours.std() > 0.05  # not a constant image
 
 
-def test_exports_and_grids_written(runs):
-    full, _, _ = runs
+def test_exports_and_grids_written(teacher_runs):
+    full, _, _ = teacher_runs
     assert {p.name for p in full.glob("step*")} >= {"step3", "step30"}
     assert not list(full.glob("*.tmp"))
     assert (full / "samples" / "step0.png").is_file()

@@ -3,12 +3,12 @@
 _base_ = [
     "../_base_/models/unet_digits_16px.py",
     "../_base_/datasets/digits_16px.py",
-    "../_base_/schedules/adamw_4k.py",
+    "../_base_/schedules/adamw_2500it.py",
     "../_base_/default_runtime.py",
 ]
 
 custom_hooks = [
     dict(type="EMAHook", momentum=1e-3, update_buffers=False, priority="NORMAL"),
-    dict(type="DiffusersExportHook", interval=1000),
-    dict(type="SampleVisualizationHook", interval=1000, num_images=64),
+    dict(type="DiffusersExportHook", interval=500),
+    dict(type="SampleVisualizationHook", interval=500, num_images=64),
 ]

@@ -48,7 +48,7 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     with open(osp.join(folder, "model_index.json")) as f:
         name = json.load(f).get("_class_name")
     cls = getattr(pipelines, name, None) or DiffusionPipeline
-    pipe = cls.from_pretrained(folder, torch_dtype=torch_dtype).to(device)
+    pipe = cls.from_pretrained(folder, dtype=torch_dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -1,7 +1,7 @@
 from . import builders  # noqa: F401  (registers diffusers UNets)
 from .data_preprocessor import DiffusionDataPreprocessor
-from .editors import BaseDiffusionModel, DiffusionModel
+from .editors import BaseDiffusionModel, DiffusionModel, ProgressiveDistillation
 from .losses import DiffusionLoss
 
 __all__ = ["BaseDiffusionModel", "DiffusionDataPreprocessor", "DiffusionLoss",
-           "DiffusionModel"]
+           "DiffusionModel", "ProgressiveDistillation"]

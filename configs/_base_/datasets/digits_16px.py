@@ -1,6 +1,6 @@
 # scikit-learn's 1,797 real handwritten digits at 16x16, shipped with the package.
 train_dataloader = dict(
-    batch_size=128,
+    batch_size=64,
     num_workers=0,  # the whole set is in memory; workers would only add start-up
     sampler=dict(type="InfiniteSampler", shuffle=True),
     collate_fn=dict(type="pseudo_collate"),

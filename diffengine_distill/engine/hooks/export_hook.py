@@ -69,7 +69,7 @@ class DiffusersExportHook(Hook):
             return None
         model = exported_model(runner, self.use_ema)
         folder = osp.join(runner.work_dir, f"step{step}")
-        steps = self.num_inference_steps or model.sampler_cfg.get("num_inference_steps")
+        steps = self.num_inference_steps or model.default_steps
         export_pipeline(model.build_pipeline(), folder, dict(
             iteration=step, prediction_type=model.prediction_type,
             num_inference_steps=steps, ema=model is not getattr(runner.model, "module", runner.model),

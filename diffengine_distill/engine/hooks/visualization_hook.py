@@ -42,7 +42,7 @@ class SampleVisualizationHook(Hook):
             return
         step = runner.iter if step is None else step
         model = exported_model(runner, self.use_ema)
-        steps = self.num_inference_steps or model.sampler_cfg.get("num_inference_steps", 50)
+        steps = self.num_inference_steps or model.default_steps
         state = torch.random.get_rng_state()  # sampling must not shift training noise
         images = model.sample(range(self.seed, self.seed + self.num_images), steps)
         torch.random.set_rng_state(state)

@@ -26,7 +26,7 @@ def check_prediction_type(prediction_type: str) -> str:
     return prediction_type
 
 
-def _expand(coef: Tensor | float, like: Tensor) -> Tensor:
+def per_sample(coef: Tensor | float, like: Tensor) -> Tensor:
     """(B,) or scalar coefficient -> (B, 1, 1, 1) to multiply images."""
     coef = torch.as_tensor(coef, dtype=like.dtype, device=like.device)
     return coef.reshape(coef.shape + (1,) * (like.ndim - coef.ndim))
@@ -35,7 +35,7 @@ def _expand(coef: Tensor | float, like: Tensor) -> Tensor:
 def split_prediction(pred: Tensor, sample: Tensor, alpha, sigma,
                      prediction_type: str) -> tuple[Tensor, Tensor]:
     """Model output -> (x0_hat, eps_hat) for the noisy ``sample`` z_t."""
-    a, s = _expand(alpha, sample), _expand(sigma, sample)
+    a, s = per_sample(alpha, sample), per_sample(sigma, sample)
     if prediction_type == "epsilon":
         return (sample - s * pred) / a, pred
     if prediction_type == "v_prediction":
@@ -72,12 +72,12 @@ def prediction_target(x0: Tensor, eps: Tensor, alpha, sigma,
     if prediction_type == "epsilon":
         return eps
     check_prediction_type(prediction_type)
-    return _expand(alpha, x0) * eps - _expand(sigma, x0) * x0
+    return per_sample(alpha, x0) * eps - per_sample(sigma, x0) * x0
 
 
 def ddim_step(x0: Tensor, eps: Tensor, alpha_s, sigma_s) -> Tensor:
     """Deterministic DDIM (eta = 0) update: z_s = alpha_s x0 + sigma_s eps."""
-    return _expand(alpha_s, x0) * x0 + _expand(sigma_s, x0) * eps
+    return per_sample(alpha_s, x0) * x0 + per_sample(sigma_s, x0) * eps
 
 
 class VPSchedule:

@@ -73,6 +73,11 @@ class BaseDiffusionModel(BaseModel):
         return unet(z, t.expand(z.shape[0]) if t.ndim == 0 else t, **kwargs).sample
 
     # -- sampling and export -----------------------------------------------
+    @property
+    def default_steps(self) -> int:
+        """Sampling steps of grids and exports (a student's trained number)."""
+        return self.sampler_cfg.get("num_inference_steps", 50)
+
     def export_scheduler(self):
         """The training schedule with the sampler's options pinned."""
         cfg = {k: v for k, v in self.sampler_cfg.items() if k != "num_inference_steps"}
@@ -103,7 +108,7 @@ class BaseDiffusionModel(BaseModel):
         data = self.data_preprocessor(data, False)
         n = data["inputs"].shape[0]
         labels = data["data_samples"]["labels"]
-        images = self.sample(range(n), self.sampler_cfg.get("num_inference_steps", 50),
+        images = self.sample(range(n), self.default_steps,
                              labels=None if labels is None else labels.tolist())
         return [dict(pred_img=img, gt_img=gt) for img, gt in zip(images, data["inputs"])]
 

@@ -1,3 +1,4 @@
+# About 8 minutes on 2 CPU cores for the digits teacher at batch 64.
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=2e-3, betas=(0.9, 0.99), weight_decay=0.0),
@@ -5,6 +6,6 @@ optim_wrapper = dict(
 )
 param_scheduler = [
     dict(type="LinearLR", start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type="CosineAnnealingLR", by_epoch=False, begin=100, end=4000, eta_min=1e-5),
+    dict(type="CosineAnnealingLR", by_epoch=False, begin=100, end=2500, eta_min=1e-5),
 ]
-train_cfg = dict(type="IterBasedTrainLoop", max_iters=4000)
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=2500)
