@@ -4,4 +4,9 @@ from .utils.safe_load import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()
 
-__all__ = ["__version__"]
+# Top-level so that exports naming ["diffengine_distill", <class>] in their
+# model_index.json load with diffusers' from_pretrained.
+from .pipelines import SamplerPipeline  # noqa: E402
+from .schedulers import GridDDIMScheduler  # noqa: E402
+
+__all__ = ["GridDDIMScheduler", "SamplerPipeline", "__version__"]

@@ -1,11 +1,12 @@
 """``mim train diffengine_distill CFG`` after an editable and after a wheel install,
 with a repo-relative config path and with a bare config file name."""
 import os
+import shutil
 import sys
 
 import pytest
 
-from conftest import BIN, ROOT, mim_train, run
+from conftest import ROOT, mim_train, run
 
 TWO_ITERS = ["--cfg-options", "train_cfg.max_iters=2", "custom_hooks.2.num_images=2",
              "model.sampler.num_inference_steps=2"]
@@ -25,9 +26,16 @@ def test_editable_install_repo_relative_path(tmp_path):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses a --target install")
 def test_wheel_install(tmp_path):
+    # Build from a copy of the source files: no stale build/ in the checkout.
+    src = tmp_path / "src"
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"]).stdout
+    for name in files.split():
+        if os.path.isfile(os.path.join(ROOT, name)):
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, name), src / name)
     target = tmp_path / "site"
     run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), ROOT])
+         "--target", str(target), str(src)])
     pkg = target / "diffengine_distill" / ".mim"
     assert (pkg / "tools" / "train.py").is_file()
     assert (pkg / "configs" / "teachers" / "ddpm_v_digits.py").is_file()

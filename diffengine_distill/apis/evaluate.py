@@ -25,8 +25,9 @@ from .inference import export_metadata, find_export, generate, load_pipeline, pa
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Evaluate exported pipelines on digits.")
-    p.add_argument("paths", nargs="+", help="export folders or work dirs; NAME=PATH "
-                   "names a row (default name: the folder name)")
+    p.add_argument("paths", nargs="+", help="export folders or work dirs, each as "
+                   "[NAME=]PATH[@STEPS,STEPS...] (default name: the folder name; "
+                   "default steps: --steps)")
     p.add_argument("--steps", type=int, nargs="+", default=None,
                    help="sampling steps to evaluate (default: each export's trained number)")
     p.add_argument("--seeds", default="0-511", help="noise seeds, e.g. 0-511")
@@ -42,12 +43,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def named(path: str) -> tuple[str, str]:
-    name, sep, rest = path.partition("=")
-    if sep and not osp.exists(path):
-        return name, rest
-    folder = find_export(path)
-    return osp.basename(osp.normpath(folder)), folder
+def parse_model(spec: str) -> tuple[str, str, list[int] | None]:
+    """'[NAME=]PATH[@S1,S2]' -> (name, export folder, steps or None)."""
+    name, steps = None, None
+    if "=" in spec and not osp.exists(spec):
+        name, spec = spec.split("=", 1)
+    if "@" in spec and not osp.exists(spec):
+        spec, _, tail = spec.rpartition("@")
+        steps = [int(x) for x in tail.split(",")]
+    folder = find_export(spec)
+    return name or osp.basename(osp.normpath(folder)), folder, steps
 
 
 def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_steps=None,
@@ -58,9 +63,9 @@ def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_step
                                                inception_features, psnr)
     if inception_weights is not None and not osp.isfile(inception_weights):
         inception_features(None, inception_weights)  # raises the explanatory error early
-    models = [named(p) for p in paths]
+    models = [parse_model(p) for p in paths]
     seeds = list(seeds)
-    pipes = {name: load_pipeline(folder, device) for name, folder in models}
+    pipes = {name: load_pipeline(folder, device) for name, folder, _ in models}
     resolution = next(iter(pipes.values())).unet.config.sample_size
     classifier, clf_acc = get_digits_classifier(resolution)
     real = torch.from_numpy(load_digits_uint8(resolution)[0]).float()[:, None] / 127.5 - 1
@@ -73,17 +78,19 @@ def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_step
         images = generate(pipe, seeds, n_steps, batch_size=batch_size)
         return images, time.perf_counter() - start
 
-    ref_name, ref_folder = named(reference) if reference else models[0]
-    ref_steps = reference_steps or max(steps or [export_metadata(ref_folder).get(
-        "num_inference_steps") or 50])
+    def steps_of(folder, own):
+        return own or steps or [export_metadata(folder).get("num_inference_steps") or 50]
+
+    ref_name, ref_folder, ref_own = parse_model(reference) if reference else models[0]
+    ref_steps = reference_steps or max(steps_of(ref_folder, ref_own))
     ref_pipe = pipes.get(ref_name) or load_pipeline(ref_folder, device)
     ref_images, ref_seconds = run(ref_pipe, ref_steps)
 
     rows = []
-    for name, folder in models:
+    for name, folder, own in models:
         pipe = pipes[name]
         conditional = getattr(pipe.unet.config, "num_class_embeds", None) is not None
-        for n_steps in steps or [export_metadata(folder).get("num_inference_steps") or 50]:
+        for n_steps in steps_of(folder, own):
             images, seconds = ((ref_images, ref_seconds)
                                if (name, n_steps) == (ref_name, ref_steps)
                                else run(pipe, n_steps))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import glob
-import inspect
 import json
 import os.path as osp
 import re
@@ -43,11 +42,11 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     """A diffusers pipeline from an export folder or a work dir."""
     from diffusers import DiffusionPipeline
 
-    from diffengine_distill import pipelines
+    import diffengine_distill
     folder = find_export(path)
     with open(osp.join(folder, "model_index.json")) as f:
         name = json.load(f).get("_class_name")
-    cls = getattr(pipelines, name, None) or DiffusionPipeline
+    cls = getattr(diffengine_distill, str(name), None) or DiffusionPipeline
     pipe = cls.from_pretrained(folder, dtype=torch_dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -58,7 +57,7 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
              eta: float = 0.0, progress: bool = True) -> torch.Tensor:
     """Images in [-1, 1], one generator per seed (image i is reproducible alone)."""
     seeds = [int(s) for s in seeds]
-    conditional = "class_labels" in inspect.signature(pipe.__call__).parameters
+    conditional = getattr(pipe.unet.config, "num_class_embeds", None) is not None
     if conditional and labels is None:
         labels = [s % 10 for s in seeds]
     out = []

@@ -51,3 +51,29 @@ def main(argv=None):
     grid = save_image(make_grid(images), osp.join(out, "grid.png"), args.scale)
     print(f"{len(seeds)} images at {steps} steps from {folder} -> {out} (grid: {grid})")
     return images
+
+
+def strip_main(argv=None):
+    """Rows of images from several exports for the same seeds (tools/strip.py)."""
+    import numpy as np
+    import torch
+    p = argparse.ArgumentParser(description="Compare exports side by side, same seeds.")
+    p.add_argument("rows", nargs="+", help="LABEL=PATH@STEPS, one per row")
+    p.add_argument("--seeds", default="0-11")
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--scale", type=int, default=4)
+    args = p.parse_args(argv)
+    seeds = parse_seeds(args.seeds)
+    grids = []
+    for row in args.rows:
+        label, _, spec = row.rpartition("=")
+        path, _, steps = spec.rpartition("@")
+        if not (label and path and steps.isdigit()):
+            raise ValueError(f"Row {row!r} is not LABEL=PATH@STEPS.")
+        images = generate(load_pipeline(path), seeds, int(steps), progress=False)
+        grids.append(make_grid(images, nrow=len(seeds)))
+        print(f"row {len(grids)}: {label} ({path} at {steps} steps)")
+    strip = np.concatenate(grids, axis=0)
+    save_image(strip, args.out, args.scale)
+    print(f"strip -> {args.out}")
+    return torch.from_numpy(strip)

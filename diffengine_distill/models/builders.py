@@ -78,10 +78,13 @@ def build_scheduler(cfg: dict | object, base_config: dict | None = None):
         return cfg
     cfg = copy.deepcopy(dict(cfg))
     kind = cfg.pop("type", "DDPMScheduler")
-    if kind == "pretrained":
+    if isinstance(kind, type):  # a scheduler class itself
+        cls, kind = kind, kind.__name__
+    elif kind == "pretrained":
         cls = getattr(diffusers, cfg.pop("class_name", "DDPMScheduler"))
         return load_pretrained(cls, cfg.pop("path"), subfolder=cfg.pop("subfolder", "scheduler"), **cfg)
-    cls = getattr(diffusers, kind, None)
+    else:
+        cls = getattr(diffusers, kind, None)
     if cls is None or not hasattr(cls, "from_config"):
         raise ValueError(f"Unknown diffusers scheduler type {kind!r}.")
     # diffusers only warns about unknown keys; a typo must not pass silently.

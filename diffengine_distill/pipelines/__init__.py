@@ -1,3 +1,3 @@
-from .class_conditional import ClassConditionalPipeline
+from .sampler_pipeline import SamplerPipeline
 
-__all__ = ["ClassConditionalPipeline"]
+__all__ = ["SamplerPipeline"]

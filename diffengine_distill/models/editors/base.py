@@ -6,7 +6,7 @@ from diffusers import DDIMPipeline
 from mmengine.model import BaseModel
 from torch import Tensor, nn
 
-from diffengine_distill.pipelines import ClassConditionalPipeline
+from diffengine_distill.pipelines import SamplerPipeline
 from diffengine_distill.registry import MODELS
 
 from ..builders import build_scheduler, build_unet
@@ -79,16 +79,26 @@ class BaseDiffusionModel(BaseModel):
         return self.sampler_cfg.get("num_inference_steps", 50)
 
     def export_scheduler(self):
-        """The training schedule with the sampler's options pinned."""
+        """The training schedule with the sampler's options pinned.
+
+        A default-step grid that does not divide T (fractional trailing DDIM)
+        needs ``GridDDIMScheduler``; elsewhere it is stock DDIMScheduler.
+        """
         cfg = {k: v for k, v in self.sampler_cfg.items() if k != "num_inference_steps"}
+        if cfg["type"] == "DDIMScheduler" and \
+                self.schedule.num_train_timesteps % self.default_steps:
+            from diffengine_distill.schedulers import GridDDIMScheduler
+            cfg = dict(cfg, type=GridDDIMScheduler)
         return build_scheduler(dict(cfg, prediction_type=self.prediction_type),
                                base_config=self.scheduler.config)
 
     def build_pipeline(self, unet=None):
-        """The diffusers pipeline an export holds (shares this model's UNet)."""
+        """The diffusers pipeline an export holds (shares this model's UNet):
+        a stock DDIMPipeline where diffusers can reproduce the sampler."""
         unet = self.unet if unet is None else unet
-        cls = DDIMPipeline if self.num_classes is None else ClassConditionalPipeline
-        pipe = cls(unet=unet, scheduler=self.export_scheduler())
+        scheduler = self.export_scheduler()
+        stock = self.num_classes is None and type(scheduler).__name__ == "DDIMScheduler"
+        pipe = (DDIMPipeline if stock else SamplerPipeline)(unet=unet, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -1,0 +1,3 @@
+from .grid_ddim import GridDDIMScheduler
+
+__all__ = ["GridDDIMScheduler"]

@@ -1,0 +1,104 @@
+"""Progressive distillation on digits: teacher DDIM at N steps vs the PD student
+at N steps, N = 64 ... 1, against the teacher at 1024 steps.
+
+    python tools/benchmark/pd_quality.py [--teacher work_dirs/ddpm_v_digits/step2500]
+
+Trains PD 128 -> 1 (7 stages; skipped when the work dir holds the exports),
+then writes results/pd_quality.{json,md,png}. A benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="work_dirs/ddpm_v_digits/step2500")
+    p.add_argument("--work-dir", default="work_dirs/pd_benchmark")
+    p.add_argument("--teacher-steps", type=int, default=128)
+    p.add_argument("--iters-per-stage", type=int, default=300)
+    p.add_argument("--seeds", default="0-255")
+    p.add_argument("--out", default=osp.join(ROOT, "tools/benchmark/results/pd_quality"))
+    return p.parse_args()
+
+
+def train(args) -> float | None:
+    stages = (args.teacher_steps).bit_length() - 1
+    if osp.isdir(osp.join(args.work_dir, f"stage_{stages}_1steps")):
+        return None
+    start = time.perf_counter()
+    subprocess.run([osp.join(osp.dirname(sys.executable), "mim"), "train", "diffengine_distill",
+                    "configs/progressive_distillation/pd_digits.py", "--work-dir", args.work_dir,
+                    "--cfg-options", f"model.unet.path={args.teacher}",
+                    f"model.scheduler.path={args.teacher}",
+                    f"model.teacher_steps={args.teacher_steps}",
+                    "custom_hooks.0.end_steps=1",
+                    f"custom_hooks.0.iters_per_stage={args.iters_per_stage}",
+                    f"custom_hooks.1.interval={args.iters_per_stage}",
+                    f"train_cfg.max_iters={stages * args.iters_per_stage}"],
+                   cwd=ROOT, check=True)
+    return time.perf_counter() - start
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, style in (("teacher", "o--"), ("pd-student", "s-")):
+        pts = sorted((r["steps"], r) for r in rows if r["model"] == name and r["steps"] <= 64)
+        xs = [n for n, _ in pts]
+        axes[0].plot(xs, [r["fd"] for _, r in pts], style, label=name)
+        axes[1].plot(xs, [r["psnr_vs_reference"] for _, r in pts], style, label=name)
+    full = next(r for r in rows if r["model"] == "teacher" and r["steps"] == 1024)
+    axes[0].axhline(full["fd"], color="gray", lw=0.8, label="teacher @1024")
+    for ax, title in zip(axes, ("digits FD (lower is better)",
+                                "PSNR vs teacher@1024, same noise (dB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sampling steps N")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    args = parse_args()
+    os.chdir(ROOT)
+    seconds = train(args)
+    from diffengine_distill.apis.evaluate import evaluate, write_results
+    exports = {int(re.search(r"_(\d+)steps", p).group(1)): p
+               for p in glob.glob(osp.join(args.work_dir, "stage_*_*steps"))}
+    steps = [n for n in (64, 16, 8, 4, 2, 1) if n in exports]
+    from diffengine_distill.apis.inference import parse_seeds
+    models = [f"teacher={args.teacher}@1024,{','.join(map(str, steps))}"]
+    models += [f"pd-student-{n}={exports[n]}@{n}" for n in steps]
+    rows = evaluate(models, seeds=parse_seeds(args.seeds), reference_steps=1024)
+    for r in rows:
+        if r["model"].startswith("pd-student"):
+            r["model"] = "pd-student"
+    os.makedirs(osp.dirname(args.out), exist_ok=True)
+    write_results(rows, args.out, "python tools/benchmark/pd_quality.py " + " ".join(sys.argv[1:]))
+    plot(rows, args.out + ".png")
+    meta = dict(distillation_seconds=seconds, teacher_steps=args.teacher_steps,
+                iters_per_stage=args.iters_per_stage)
+    with open(args.out + ".json") as f:
+        data = json.load(f)
+    data.update(meta)
+    with open(args.out + ".json", "w") as f:
+        json.dump(data, f, indent=2)
+    print(meta)
+
+
+if __name__ == "__main__":
+    main()
