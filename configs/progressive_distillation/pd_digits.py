@@ -4,6 +4,7 @@
 #   mim train diffengine_distill configs/progressive_distillation/pd_digits.py
 # Each stage is exported to work_dirs/pd_digits/stage_<k>_<N>steps.
 _base_ = [
+    "../_base_/models/pd_v_student.py",
     "../_base_/datasets/digits_16px.py",
     "../_base_/schedules/pd_adam.py",
     "../_base_/default_runtime.py",
@@ -12,15 +13,7 @@ _base_ = [
 teacher = "work_dirs/ddpm_v_digits/step2500"
 iters_per_stage = 300
 
-model = dict(
-    type="ProgressiveDistillation",
-    unet=dict(type="pretrained", path=teacher, subfolder="unet"),
-    scheduler=dict(type="pretrained", path=teacher, class_name="DDIMScheduler"),
-    teacher_steps=64,
-    student_prediction_type="v_prediction",
-    loss=dict(type="DiffusionLoss", weighting="truncated_snr"),
-    sampler=dict(clip_sample=True),
-)
+model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher), teacher_steps=64)
 # A small model on CPU: a larger LR than the paper's 5e-5 (batch 128, 50k steps/stage).
 optim_wrapper = dict(optimizer=dict(lr=2e-4))
 train_cfg = dict(max_iters=4 * iters_per_stage)

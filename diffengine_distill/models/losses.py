@@ -42,7 +42,9 @@ def snr_weight(snr: Tensor, weighting: str, prediction_type: str,
         w_x0 = snr.clamp_max(snr_gamma)
     else:
         raise ValueError(f"Unknown weighting {weighting!r}; use one of {WEIGHTINGS}.")
-    # eps at zero SNR has no x0 information: its weight is 0/0, take the limit 1.
+    # An eps prediction at zero SNR carries no x0 information: the weight is
+    # 0/0 (snr, min_snr: limit 1) or 1/0 (truncated_snr, snr_plus_one). Use 1,
+    # a finite stand-in for a timestep where eps-prediction is ill-posed anyway.
     factor = x0_mse_factor(snr, prediction_type)
     return torch.where(factor > 0, w_x0 / factor.clamp_min(1e-30), torch.ones_like(snr))
 

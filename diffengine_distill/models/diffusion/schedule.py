@@ -89,7 +89,8 @@ class VPSchedule:
 
     def __init__(self, alphas_cumprod: Tensor):
         ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
-        if ac.numel() < 2 or (ac[1:] > ac[:-1]).any() or (ac <= 0).all():
+        if ac.numel() < 2 or (ac[1:] > ac[:-1]).any() or (ac < 0).any() or \
+                (ac > 1).any() or not (ac > 0).any():
             raise ValueError("alphas_cumprod must be a non-increasing "
                              "sequence of at least two values in (0, 1].")
         # Index 0 is t = -1 (clean); zero terminal SNR (alpha_bar = 0) is

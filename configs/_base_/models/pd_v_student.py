@@ -1,0 +1,10 @@
+# Progressive-distillation student (v-prediction) of a pretrained teacher.
+# Leaves set the teacher (model.unet.path, model.scheduler.path) and teacher_steps.
+model = dict(
+    type="ProgressiveDistillation",
+    unet=dict(type="pretrained", path=None, subfolder="unet"),
+    scheduler=dict(type="pretrained", path=None, class_name="DDIMScheduler"),
+    student_prediction_type="v_prediction",
+    loss=dict(type="DiffusionLoss", weighting="truncated_snr"),  # max(x-MSE, eps-MSE)
+    sampler=dict(clip_sample=True),  # pixel models: clip x0_hat when sampling
+)
