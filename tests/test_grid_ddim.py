@@ -7,17 +7,26 @@ from diffengine_distill import GridDDIMScheduler, SamplerPipeline
 from diffengine_distill.apis.inference import generate, load_pipeline
 from diffengine_distill.models import DiffusionModel
 
+
+class StudentModel(DiffusionModel):
+    exact_grid = True  # as distilled students
+
 UNET = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
             layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
             down_block_types=("DownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "UpBlock2D"))
 
 
-def model(T, steps, **unet):
+def model(T, steps, cls=StudentModel, **unet):
     torch.manual_seed(0)
-    return DiffusionModel(unet=dict(UNET, **unet), scheduler=dict(
+    return cls(unet=dict(UNET, **unet), scheduler=dict(
         type="DDPMScheduler", num_train_timesteps=T), prediction_type="v_prediction",
         sampler=dict(num_inference_steps=steps))
+
+
+def test_teacher_exports_stock_ddim_at_any_steps():
+    pipe = model(1024, 50, cls=DiffusionModel).build_pipeline()
+    assert type(pipe) is DDIMPipeline and type(pipe.scheduler) is DDIMScheduler
 
 
 def test_integer_grid_is_stock_ddim():

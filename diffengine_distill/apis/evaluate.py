@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from .inference import export_metadata, find_export, generate, load_pipeline, parse_seeds
+from .inference import (CLIP_CHOICES, export_metadata, find_export, generate, load_pipeline,
+                        parse_seeds)
 
 
 def parse_args(argv=None):
@@ -37,6 +38,8 @@ def parse_args(argv=None):
                    help="steps of the reference (default: the largest of --steps)")
     p.add_argument("--inception-weights", default=None,
                    help="local inception-2015-12-05.pt for Inception FID")
+    p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export",
+                   help="x0 clipping while sampling: as exported, on or off")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", default="evaluation", help="writes OUT.json and OUT.md")
     p.add_argument("--device", default="cpu")
@@ -56,7 +59,8 @@ def parse_model(spec: str) -> tuple[str, str, list[int] | None]:
 
 
 def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_steps=None,
-             inception_weights=None, batch_size=256, device="cpu") -> list[dict]:
+             inception_weights=None, batch_size=256, device="cpu",
+             clip_sample="export") -> list[dict]:
     from diffengine_distill.datasets.digits import load_digits_uint8
     from diffengine_distill.evaluation import (class_accuracy, classifier_features,
                                                frechet_distance, get_digits_classifier,
@@ -65,7 +69,8 @@ def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_step
         inception_features(None, inception_weights)  # raises the explanatory error early
     models = [parse_model(p) for p in paths]
     seeds = list(seeds)
-    pipes = {name: load_pipeline(folder, device) for name, folder, _ in models}
+    pipes = {name: load_pipeline(folder, device, clip_sample=clip_sample)
+             for name, folder, _ in models}
     resolution = next(iter(pipes.values())).unet.config.sample_size
     classifier, clf_acc = get_digits_classifier(resolution)
     real = torch.from_numpy(load_digits_uint8(resolution)[0]).float()[:, None] / 127.5 - 1
@@ -83,7 +88,7 @@ def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_step
 
     ref_name, ref_folder, ref_own = parse_model(reference) if reference else models[0]
     ref_steps = reference_steps or max(steps_of(ref_folder, ref_own))
-    ref_pipe = pipes.get(ref_name) or load_pipeline(ref_folder, device)
+    ref_pipe = pipes.get(ref_name) or load_pipeline(ref_folder, device, clip_sample=clip_sample)
     ref_images, ref_seconds = run(ref_pipe, ref_steps)
 
     rows = []
@@ -152,7 +157,7 @@ def main(argv=None):
     args = parse_args(argv)
     rows = evaluate(args.paths, args.steps, parse_seeds(args.seeds), args.reference,
                     args.reference_steps, args.inception_weights, args.batch_size,
-                    args.device)
+                    args.device, args.clip_sample)
     write_results(rows, args.out, "python tools/evaluate.py " + " ".join(
         argv if argv is not None else sys.argv[1:]))
     return rows

@@ -37,9 +37,17 @@ def export_metadata(folder: str) -> dict:
     return {}
 
 
+CLIP_CHOICES = ("export", "on", "off")
+
+
 def load_pipeline(path: str, device: str | torch.device = "cpu",
-                  torch_dtype: torch.dtype = torch.float32):
-    """A diffusers pipeline from an export folder or a work dir."""
+                  torch_dtype: torch.dtype = torch.float32, clip_sample: str = "export"):
+    """A diffusers pipeline from an export folder or a work dir.
+
+    ``clip_sample`` on/off overrides the export's x0 clipping. Note that
+    diffusers' DDIM clips x0_hat but keeps the unclipped eps_hat, which over
+    hundreds of steps leaves speckles; the unclipped ODE has none.
+    """
     from diffusers import DiffusionPipeline
 
     import diffengine_distill
@@ -49,6 +57,11 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     cls = getattr(diffengine_distill, str(name), None) or DiffusionPipeline
     pipe = cls.from_pretrained(folder, dtype=torch_dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
+    if clip_sample not in CLIP_CHOICES:
+        raise ValueError(f"clip_sample must be one of {CLIP_CHOICES}, got {clip_sample!r}")
+    if clip_sample != "export":
+        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config,
+                                                    clip_sample=clip_sample == "on")
     return pipe
 
 

@@ -7,7 +7,8 @@ import os.path as osp
 
 from diffengine_distill.utils import make_grid, save_image, to_uint8
 
-from .inference import export_metadata, find_export, generate, load_pipeline, parse_seeds
+from .inference import (CLIP_CHOICES, export_metadata, find_export, generate, load_pipeline,
+                        parse_seeds)
 
 
 def parse_args(argv=None):
@@ -23,8 +24,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: <export>/samples_<steps>)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--clipped-sampling", action="store_true",
-                   help="clip x0_hat to [-1, 1] at every step")
+    p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export",
+                   help="clip x0_hat to [-1, 1] at every step (on/off), or as exported")
     p.add_argument("--device", default="cpu")
     p.add_argument("--scale", type=int, default=4, help="enlarge the grid by this factor")
     return p.parse_args(argv)
@@ -33,9 +34,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     folder = find_export(args.path)
-    pipe = load_pipeline(folder, device=args.device)
-    if args.clipped_sampling:
-        pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config, clip_sample=True)
+    pipe = load_pipeline(folder, device=args.device, clip_sample=args.clip_sample)
     steps = args.steps or export_metadata(folder).get("num_inference_steps") or 50
     seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num_images))
     labels = None
@@ -62,6 +61,7 @@ def strip_main(argv=None):
     p.add_argument("--seeds", default="0-11")
     p.add_argument("--out", required=True, help="PNG path")
     p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export")
     args = p.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     grids = []
@@ -70,7 +70,8 @@ def strip_main(argv=None):
         path, _, steps = spec.rpartition("@")
         if not (label and path and steps.isdigit()):
             raise ValueError(f"Row {row!r} is not LABEL=PATH@STEPS.")
-        images = generate(load_pipeline(path), seeds, int(steps), progress=False)
+        pipe = load_pipeline(path, clip_sample=args.clip_sample)
+        images = generate(pipe, seeds, int(steps), progress=False)
         grids.append(make_grid(images, nrow=len(seeds)))
         print(f"row {len(grids)}: {label} ({path} at {steps} steps)")
     strip = np.concatenate(grids, axis=0)

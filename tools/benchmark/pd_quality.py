@@ -28,6 +28,7 @@ def parse_args():
     p.add_argument("--teacher-steps", type=int, default=128)
     p.add_argument("--iters-per-stage", type=int, default=300)
     p.add_argument("--seeds", default="0-255")
+    p.add_argument("--clip-sample", default="export", choices=("export", "on", "off"))
     p.add_argument("--out", default=osp.join(ROOT, "tools/benchmark/results/pd_quality"))
     return p.parse_args()
 
@@ -83,14 +84,23 @@ def main():
     from diffengine_distill.apis.inference import parse_seeds
     models = [f"teacher={args.teacher}@1024,{','.join(map(str, steps))}"]
     models += [f"pd-student-{n}={exports[n]}@{n}" for n in steps]
-    rows = evaluate(models, seeds=parse_seeds(args.seeds), reference_steps=1024)
+    rows = evaluate(models, seeds=parse_seeds(args.seeds), reference_steps=1024,
+                    clip_sample=args.clip_sample)
     for r in rows:
         if r["model"].startswith("pd-student"):
             r["model"] = "pd-student"
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     write_results(rows, args.out, "python tools/benchmark/pd_quality.py " + " ".join(sys.argv[1:]))
     plot(rows, args.out + ".png")
+    # Median iteration time from the training log: robust to a busy machine.
+    times = [json.loads(line).get("time") for p in glob.glob(
+        osp.join(args.work_dir, "*", "vis_data", "scalars.json")) for line in open(p)]
+    times = sorted(t for t in times if t is not None)
+    stages = args.teacher_steps.bit_length() - 1
     meta = dict(distillation_seconds=seconds, teacher_steps=args.teacher_steps,
+                median_seconds_per_iteration=times[len(times) // 2] if times else None,
+                iterations=stages * args.iters_per_stage,
+                clip_sample=args.clip_sample,
                 iters_per_stage=args.iters_per_stage)
     with open(args.out + ".json") as f:
         data = json.load(f)

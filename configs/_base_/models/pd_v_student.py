@@ -6,5 +6,5 @@ model = dict(
     scheduler=dict(type="pretrained", path=None, class_name="DDIMScheduler"),
     student_prediction_type="v_prediction",
     loss=dict(type="DiffusionLoss", weighting="truncated_snr"),  # max(x-MSE, eps-MSE)
-    sampler=dict(clip_sample=True),  # pixel models: clip x0_hat when sampling
+    sampler=dict(clip_sample=False),  # the teacher's unclipped ODE (see unet_digits_16px.py)
 )

@@ -12,14 +12,19 @@ from diffengine_distill.registry import MODELS
 from ..builders import build_scheduler, build_unet
 from ..diffusion import VPSchedule, check_prediction_type
 
-# The exported sampler: DDIM whose last step returns x0_hat and whose N-step
-# grid starts at T-1 (see references: diffusers plumbing that bites).
+# The exported sampler: DDIM whose last step returns x0_hat (alpha_bar = 1)
+# and whose N-step grid starts at T-1 (trailing), pinned in every export
+# because diffusers' defaults differ between schedulers.
 DEFAULT_SAMPLER = dict(type="DDIMScheduler", timestep_spacing="trailing",
                        set_alpha_to_one=True, clip_sample=False, steps_offset=0)
 
 
 class BaseDiffusionModel(BaseModel):
     """A diffusers UNet + scheduler pair that knows how to sample and export.
+
+    Subclasses trained for one step count (distilled students) set
+    ``exact_grid``: their export then samples the trailing grid i T / N - 1
+    exactly, also when N does not divide T.
 
     Args:
         unet: UNet config (see ``models.builders``) or module.
@@ -29,6 +34,8 @@ class BaseDiffusionModel(BaseModel):
         sampler: DDIM options of the in-training sampler and of the export.
         data_preprocessor: defaults to ``DiffusionDataPreprocessor``.
     """
+
+    exact_grid = False
 
     def __init__(self, unet, scheduler: dict, prediction_type: str | None = None,
                  sampler: dict | None = None, data_preprocessor: dict | None = None,
@@ -81,11 +88,11 @@ class BaseDiffusionModel(BaseModel):
     def export_scheduler(self):
         """The training schedule with the sampler's options pinned.
 
-        A default-step grid that does not divide T (fractional trailing DDIM)
-        needs ``GridDDIMScheduler``; elsewhere it is stock DDIMScheduler.
+        With ``exact_grid``, a step count that does not divide T (fractional
+        trailing DDIM) needs ``GridDDIMScheduler``; elsewhere stock DDIM.
         """
         cfg = {k: v for k, v in self.sampler_cfg.items() if k != "num_inference_steps"}
-        if cfg["type"] == "DDIMScheduler" and \
+        if self.exact_grid and cfg["type"] == "DDIMScheduler" and \
                 self.schedule.num_train_timesteps % self.default_steps:
             from diffengine_distill.schedulers import GridDDIMScheduler
             cfg = dict(cfg, type=GridDDIMScheduler)

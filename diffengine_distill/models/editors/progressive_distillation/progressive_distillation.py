@@ -32,6 +32,8 @@ class ProgressiveDistillation(BaseDiffusionModel):
             eps-MSE), ``snr_plus_one`` the v-MSE.
     """
 
+    exact_grid = True
+
     def __init__(self, *args, teacher_steps: int, student_prediction_type: str = "v_prediction",
                  loss: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
