@@ -63,7 +63,8 @@ def plot(rows, path):
         axes[1].plot(xs, [r["psnr_vs_reference"] for _, r in pts], style, label=name)
     full = next(r for r in rows if r["model"] == "teacher" and r["steps"] == 1024)
     axes[0].axhline(full["fd"], color="gray", lw=0.8, label="teacher @1024")
-    for ax, title in zip(axes, ("digits FD (lower is better)",
+    axes[0].set_yscale("log")
+    for ax, title in zip(axes, ("digits FD (log scale, lower is better)",
                                 "PSNR vs teacher@1024, same noise (dB)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps N")
