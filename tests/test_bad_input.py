@@ -90,7 +90,15 @@ def test_class_conditional_without_labels():
         model(torch.zeros(2, 1, 8, 8), dict(labels=None), mode="loss")
 
 
+def test_channel_mismatch_with_teacher():
+    model = DiffusionModel(unet=UNET, scheduler=SCHEDULER)  # one-channel UNet
+    with pytest.raises(ValueError, match=r"3 channel\(s\) but the UNet takes 1.*grayscale"):
+        model(torch.zeros(2, 3, 8, 8), dict(labels=None), mode="loss")
+
+
 # -- tools/train.py config checks ----------------------------------------------
+
+
 def test_config_top_level_typo(tmp_path):
     cfg = tmp_path / "typo.py"
     cfg.write_text(f"_base_ = [{TEACHER_CFG!r}]\ntrian_cfg = dict(max_iters=1)\n")

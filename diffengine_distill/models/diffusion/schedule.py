@@ -93,10 +93,9 @@ class VPSchedule:
                 (ac > 1).any() or not (ac > 0).any():
             raise ValueError("alphas_cumprod must be a non-increasing "
                              "sequence of at least two values in (0, 1].")
-        # Index 0 is t = -1 (clean); zero terminal SNR (alpha_bar = 0) is
-        # clamped only inside the log so interpolation stays finite.
-        self.log_alpha_bar = torch.cat(
-            [ac.new_zeros(1), ac.clamp_min(1e-30).log()])
+        # Index 0 is t = -1 (clean). With zero terminal SNR the last entry is
+        # log 0 = -inf, so alpha_bar is exactly 0 beyond T-2 (the log-linear limit).
+        self.log_alpha_bar = torch.cat([ac.new_zeros(1), ac.log()])
         self.alphas_cumprod = ac
         self.num_train_timesteps = ac.numel()
 

@@ -64,7 +64,16 @@ class BaseDiffusionModel(BaseModel):
             return None
         return cfg.num_class_embeds
 
-    def check_labels(self, labels: Tensor | None) -> Tensor | None:
+    def check_batch(self, inputs: Tensor, data_samples: dict | None) -> Tensor | None:
+        """Fail early on data the UNet cannot take; return its labels."""
+        channels = self.unet.config.in_channels
+        if inputs.shape[1] != channels:
+            fix = "color_type='grayscale'" if channels == 1 else "color_type='rgb'"
+            raise ValueError(
+                f"The data has {inputs.shape[1]} channel(s) but the UNet takes {channels}: "
+                f"load images with LoadImage({fix}) or use a UNet with "
+                f"in_channels={inputs.shape[1]}.")
+        labels = (data_samples or {}).get("labels")
         if self.num_classes is None:
             return None
         if labels is None:

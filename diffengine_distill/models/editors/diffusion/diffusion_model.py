@@ -45,7 +45,7 @@ class DiffusionModel(BaseDiffusionModel):
         if mode != "loss":
             raise ValueError(f"{type(self).__name__}.forward supports mode='loss'; "
                              "use sample() or val_step() to generate.")
-        labels = self.check_labels((data_samples or {}).get("labels"))
+        labels = self.check_batch(inputs, data_samples)
         if labels is not None and self.class_dropout_prob > 0:
             drop = torch.rand(labels.shape, device=labels.device) < self.class_dropout_prob
             labels = labels.masked_fill(drop, self.num_classes - 1)

@@ -71,7 +71,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
     def forward(self, inputs: Tensor, data_samples: dict | None = None, mode: str = "loss"):
         if mode != "loss":
             raise ValueError("ProgressiveDistillation.forward supports mode='loss'.")
-        labels = self.check_labels((data_samples or {}).get("labels"))
+        labels = self.check_batch(inputs, data_samples)
         x0 = inputs.float()
         n = int(self.student_steps)
         index = torch.randint(1, n + 1, (x0.shape[0],), device=x0.device)
