@@ -136,3 +136,44 @@ def test_resume_mid_stage_matches_uninterrupted(pd_runs):
     b = torch.load(part / "iter_6.pth", map_location="cpu", weights_only=True)["state_dict"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+class FakeRunner:
+    def __init__(self, model, max_iters):
+        import logging
+        self.model, self.max_iters, self.logger = model, max_iters, logging.getLogger("t")
+        self.optim_wrapper = type("O", (), {"param_groups": [{"lr": 1.0}]})()
+
+
+def tiny_pd(teacher_steps=8):
+    return MODELS.build(dict(
+        type="ProgressiveDistillation", teacher_steps=teacher_steps,
+        unet=dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
+                  layers_per_block=1, block_out_channels=(8, 8), norm_num_groups=4,
+                  down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2),
+        scheduler=dict(type="DDPMScheduler", num_train_timesteps=1024)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(iters_per_stage=0), "iters_per_stage must be > 0"),
+    (dict(end_steps=0), "end_steps must be >= 1"),
+    (dict(lr_decay="cosine"), "lr_decay"),
+])
+def test_bad_plan_arguments(kwargs, match):
+    from diffengine_distill.engine.hooks import ProgressiveDistillationHook
+    with pytest.raises(ValueError, match=match):
+        ProgressiveDistillationHook(**kwargs)
+
+
+def test_bad_plans_fail_before_training():
+    from diffengine_distill.engine.hooks import ProgressiveDistillationHook
+    with pytest.raises(ValueError, match="teacher_steps / end_steps must be a power of two"):
+        ProgressiveDistillationHook(end_steps=3, iters_per_stage=2).before_train(
+            FakeRunner(tiny_pd(8), 4))
+    with pytest.raises(ValueError, match=r"set train_cfg.max_iters=4 \(it is 9\)"):
+        ProgressiveDistillationHook(end_steps=2, iters_per_stage=2).before_train(
+            FakeRunner(tiny_pd(8), 9))
+    with pytest.raises(ValueError, match="cannot be halved"):
+        tiny_pd(7)
+    ProgressiveDistillationHook(end_steps=2, iters_per_stage=2).before_train(
+        FakeRunner(tiny_pd(8), 4))  # a valid plan passes

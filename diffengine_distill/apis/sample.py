@@ -26,6 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
     p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export",
                    help="clip x0_hat to [-1, 1] at every step (on/off), or as exported")
+    p.add_argument("--clipped-sampling", "--clipped_sampling", dest="clip_sample",
+                   action="store_const", const="on", help="same as --clip-sample on")
     p.add_argument("--device", default="cpu")
     p.add_argument("--scale", type=int, default=4, help="enlarge the grid by this factor")
     return p.parse_args(argv)
