@@ -98,11 +98,14 @@ class ProgressiveDistillationHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if (runner.iter + 1) % self.iters_per_stage:
             return
-        model = exported_model(runner, self.teacher_from_ema)
-        n, stage = int(model.student_steps), int(unwrap(runner.model).stage)
+        # Stage and N come from the live model: EMAHook does not average
+        # buffers, so an EMA copy's student_steps would be stale.
+        model = unwrap(runner.model)
+        unet = exported_model(runner, self.teacher_from_ema).unet
+        n, stage = int(model.student_steps), int(model.stage)
         if is_main_process():
             folder = osp.join(runner.work_dir, f"stage_{stage}_{n}steps")
-            export_pipeline(model.build_pipeline(), folder, dict(
+            export_pipeline(model.build_pipeline(unet), folder, dict(
                 stage=stage, num_inference_steps=n, iteration=runner.iter + 1,
                 prediction_type=model.prediction_type,
                 config=osp.basename(runner.cfg.filename or "")))
