@@ -138,6 +138,33 @@ class VPSchedule:
         ab = self.alpha_bar(t)
         return ab.log() - torch.log1p(-ab)
 
+    # -- the EDM (sigma-space) view: sigma = sqrt((1 - alpha_bar) / alpha_bar) --
+    def sigma(self, t) -> Tensor:
+        """EDM noise level of the VP step t (fp64)."""
+        ab = self.alpha_bar(t)
+        return ((1 - ab) / ab).sqrt()
+
+    def sigma_range(self) -> tuple[float, float]:
+        """The sigmas of t = 0 and t = T - 1 (infinite with zero terminal SNR)."""
+        lo, hi = self.sigma(torch.tensor([0.0, self.num_train_timesteps - 1.0]))
+        return float(lo), float(hi)
+
+    def timestep(self, sigma) -> Tensor:
+        """Inverse of ``sigma``: the fractional t with log alpha_bar interpolated
+        linearly, so ``sigma(timestep(s)) == s`` (fp64)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        lo_s, hi_s = self.sigma_range()
+        if sigma.numel() and (sigma.min() < lo_s * (1 - 1e-9) or sigma.max() > hi_s * (1 + 1e-9)):
+            raise ValueError(f"sigma must lie in the model's range [{lo_s:.6g}, {hi_s:.6g}] "
+                             f"(t = 0 .. {self.num_train_timesteps - 1}); got "
+                             f"[{float(sigma.min()):.6g}, {float(sigma.max()):.6g}].")
+        target = -torch.log1p(sigma.square())  # log alpha_bar, decreasing in t
+        neg = -self.log_alpha_bar.to(sigma.device)  # increasing from 0 (t = -1)
+        hi = torch.searchsorted(neg, -target).clamp(1, neg.numel() - 1)
+        lo = hi - 1
+        frac = ((-target - neg[lo]) / (neg[hi] - neg[lo])).nan_to_num(0.0).clamp(0, 1)
+        return lo + frac - 1
+
     def __repr__(self) -> str:
         return f"VPSchedule(T={self.num_train_timesteps})"
 
