@@ -7,6 +7,6 @@ allow_mmengine_checkpoints()
 # Top-level so that exports naming ["diffengine_distill", <class>] in their
 # model_index.json load with diffusers' from_pretrained.
 from .pipelines import SamplerPipeline  # noqa: E402
-from .schedulers import GridDDIMScheduler  # noqa: E402
+from .schedulers import GridDDIMScheduler, SFDScheduler  # noqa: E402
 
-__all__ = ["GridDDIMScheduler", "SamplerPipeline", "__version__"]
+__all__ = ["GridDDIMScheduler", "SFDScheduler", "SamplerPipeline", "__version__"]

@@ -21,7 +21,7 @@ import time
 import torch
 
 from .inference import (CLIP_CHOICES, export_metadata, find_export, generate, load_pipeline,
-                        parse_seeds)
+                        parse_seeds, pipeline_classes)
 
 
 def parse_args(argv=None):
@@ -94,7 +94,7 @@ def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_step
     rows = []
     for name, folder, own in models:
         pipe = pipes[name]
-        conditional = getattr(pipe.unet.config, "num_class_embeds", None) is not None
+        conditional = pipeline_classes(pipe) is not None
         for n_steps in steps_of(folder, own):
             images, seconds = ((ref_images, ref_seconds)
                                if (name, n_steps) == (ref_name, ref_steps)

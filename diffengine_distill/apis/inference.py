@@ -65,12 +65,19 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     return pipe
 
 
+def pipeline_classes(pipe) -> int | None:
+    """Number of classes a pipeline is conditioned on (None: unconditional)."""
+    if hasattr(pipe, "num_classes"):
+        return pipe.num_classes
+    return getattr(pipe.unet.config, "num_class_embeds", None)
+
+
 @torch.no_grad()
 def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int = 64,
              eta: float = 0.0, progress: bool = True) -> torch.Tensor:
     """Images in [-1, 1], one generator per seed (image i is reproducible alone)."""
     seeds = [int(s) for s in seeds]
-    conditional = getattr(pipe.unet.config, "num_class_embeds", None) is not None
+    conditional = pipeline_classes(pipe) is not None
     if conditional and labels is None:
         labels = [s % 10 for s in seeds]
     out = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import os
 import os.path as osp
 
@@ -50,16 +51,33 @@ def load_pretrained(cls, path: str, subfolder: str | None = None, **kwargs):
         raise OSError(f"Could not load {cls.__name__} from {where!r}: {err}\n{hint}") from err
 
 
+def _class_by_name(name: str, default: str):
+    """A diffusers (or diffengine_distill) class by name."""
+    import diffengine_distill
+    cls = getattr(diffusers, name or default, None) or getattr(diffengine_distill, name or "", None)
+    if cls is None:
+        raise ValueError(f"Neither diffusers nor diffengine_distill has a class {name!r}.")
+    return cls
+
+
+def _saved_class_name(path: str, subfolder: str | None, config_name: str) -> str | None:
+    """The ``_class_name`` a local diffusers folder records, if any."""
+    config = osp.join(osp.expanduser(path), subfolder or "", config_name)
+    if osp.isfile(config):
+        with open(config) as f:
+            return json.load(f).get("_class_name")
+    return None
+
+
 @MODELS.register_module(name="pretrained")
 def pretrained_unet(path: str, subfolder: str | None = "unet",
-                    class_name: str = "UNet2DModel", **kwargs) -> nn.Module:
-    cls = getattr(diffusers, class_name, None)
-    if cls is None:
-        raise ValueError(f"diffusers has no model class {class_name!r}.")
+                    class_name: str | None = None, **kwargs) -> nn.Module:
     if subfolder and _looks_local(path) and osp.isdir(path) \
             and not osp.isdir(osp.join(path, subfolder)):
         subfolder = None  # a bare UNet folder rather than a pipeline folder
-    return load_pretrained(cls, path, subfolder=subfolder, **kwargs)
+    name = class_name or _saved_class_name(path, subfolder, "config.json")
+    return load_pretrained(_class_by_name(name, "UNet2DModel"), path, subfolder=subfolder,
+                           **kwargs)
 
 
 def build_unet(cfg: dict | nn.Module) -> nn.Module:
@@ -81,10 +99,14 @@ def build_scheduler(cfg: dict | object, base_config: dict | None = None):
     if isinstance(kind, type):  # a scheduler class itself
         cls, kind = kind, kind.__name__
     elif kind == "pretrained":
-        cls = getattr(diffusers, cfg.pop("class_name", "DDPMScheduler"))
-        return load_pretrained(cls, cfg.pop("path"), subfolder=cfg.pop("subfolder", "scheduler"), **cfg)
+        path, subfolder = cfg.pop("path"), cfg.pop("subfolder", "scheduler")
+        name = cfg.pop("class_name", None) or \
+            _saved_class_name(path, subfolder, "scheduler_config.json")
+        return load_pretrained(_class_by_name(name, "DDPMScheduler"), path,
+                               subfolder=subfolder, **cfg)
     else:
-        cls = getattr(diffusers, kind, None)
+        import diffengine_distill
+        cls = getattr(diffusers, kind, None) or getattr(diffengine_distill, kind, None)
     if cls is None or not hasattr(cls, "from_config"):
         raise ValueError(f"Unknown diffusers scheduler type {kind!r}.")
     # diffusers only warns about unknown keys; a typo must not pass silently.

@@ -2,7 +2,12 @@
 
 diffusers' DDIMPipeline converts any scheduler to DDIMScheduler and has no
 class labels; exports of class-conditional UNets and of samplers diffusers
-lacks (fractional DDIM grids) use this instead.
+lacks (fractional DDIM grids, SFD's sigma-space Euler) use this instead. It
+follows diffusers' scheduler protocol (``init_noise_sigma``,
+``scale_model_input``, ``step``) plus two optional scheduler hooks:
+``needs_model_output(i)`` (False skips the UNet, e.g. SFD's analytical first
+step) and ``condition_labels`` (class labels the UNet sees, e.g. class x step
+count for SFD-v).
 """
 from __future__ import annotations
 
@@ -23,26 +28,43 @@ class SamplerPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
+    @property
+    def num_classes(self) -> int | None:
+        """Classes the caller chooses from (None: unconditional)."""
+        if getattr(self.scheduler.config, "step_condition_size", None):
+            return self.scheduler.config.num_classes
+        return getattr(self.unet.config, "num_class_embeds", None)
+
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, class_labels=None, generator=None,
-                 num_inference_steps: int = 50, eta: float = 0.0, output_type: str = "pil",
-                 return_dict: bool = True):
-        conditional = getattr(self.unet.config, "num_class_embeds", None) is not None
-        if conditional and class_labels is None:
+                 num_inference_steps: int | None = None, eta: float = 0.0,
+                 output_type: str = "pil", return_dict: bool = True):
+        """``num_inference_steps`` defaults to the scheduler's trained number
+        (SFD: network evaluations), else 50."""
+        device = self._execution_device
+        if self.num_classes is not None and class_labels is None:
             raise ValueError("This UNet is class-conditional: pass class_labels=[...].")
-        kwargs = {}
         if class_labels is not None:
-            labels = torch.as_tensor(class_labels, device=self._execution_device).long().flatten()
-            kwargs["class_labels"], batch_size = labels, len(labels)
+            class_labels = torch.as_tensor(class_labels, device=device).long().flatten()
+            batch_size = len(class_labels)
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         shape = (batch_size, self.unet.config.in_channels, *size)
-        image = randn_tensor(shape, generator=generator, device=self._execution_device,
-                             dtype=self.unet.dtype)
+        image = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        if num_inference_steps is None and not hasattr(self.scheduler, "needs_model_output"):
+            num_inference_steps = 50
         self.scheduler.set_timesteps(num_inference_steps)
+        image = image * self.scheduler.init_noise_sigma
+        labels = class_labels
+        if hasattr(self.scheduler, "condition_labels"):
+            labels = self.scheduler.condition_labels(class_labels, batch_size, device)
+        kwargs = {} if labels is None else dict(class_labels=labels)
         extra = {"eta": eta} if "eta" in inspect.signature(self.scheduler.step).parameters else {}
-        for t in self.progress_bar(self.scheduler.timesteps):
-            out = self.unet(image, t, **kwargs).sample
+        needs_model = getattr(self.scheduler, "needs_model_output", lambda i: True)
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            out = None
+            if needs_model(i):
+                out = self.unet(self.scheduler.scale_model_input(image, t), t, **kwargs).sample
             image = self.scheduler.step(out, t, image, generator=generator, **extra).prev_sample
         image = (image / 2 + 0.5).clamp(0, 1)
         if output_type != "pt":

@@ -1,0 +1,113 @@
+"""The sampler of an SFD student: Euler steps in sigma-space on the trained
+grid, optionally with SFD's analytical first step (AFS, no network call).
+
+``num_inference_steps`` counts network evaluations (NFE): the grid has
+NFE + 1 (+1 with AFS) timestamps, as in sfd-main (num_steps = 4 with AFS is
+2 NFE). The sample lives in sigma-space (``init_noise_sigma`` = sigma_max,
+``scale_model_input`` gives the UNet its VP input) and ends at sigma_min.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from diffusers import DDPMScheduler, SchedulerMixin  # noqa: F401 (diffusers' loader)
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerOutput
+
+from diffengine_distill.models.diffusion import (VPSchedule, afs_step, denoised, euler_step,
+                                                 model_input, sigma_schedule)
+
+
+class SFDScheduler(SchedulerMixin, ConfigMixin):
+    """Euler (+AFS) on a polynomial / logsnr / time_uniform / discrete sigma grid.
+
+    The noise schedule options are DDPMScheduler's (they define the VP model's
+    alpha_bar); the rest are the SFD run's: ``num_steps`` timestamps it was
+    trained for, or for a step-conditioned (SFD-v) student ``step_range`` of
+    allowed timestamps and ``step_condition_size`` rows per class in its
+    class-embedding table (see ``models.editors.sfd.step_condition``).
+    """
+
+    order = 1
+
+    @register_to_config
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
+                 beta_end: float = 0.02, beta_schedule: str = "linear", trained_betas=None,
+                 rescale_betas_zero_snr: bool = False, prediction_type: str = "epsilon",
+                 sigma_min: float = 0.002, sigma_max: float = 80.0,
+                 schedule_type: str = "polynomial", schedule_rho: float = 7.0,
+                 afs: bool = True, num_steps: int = 4, step_range=None,
+                 step_condition_size: int | None = None, num_classes: int | None = None):
+        vp = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start,
+                           beta_end=beta_end, beta_schedule=beta_schedule,
+                           trained_betas=trained_betas,
+                           rescale_betas_zero_snr=rescale_betas_zero_snr)
+        self.alphas_cumprod = vp.alphas_cumprod
+        self.schedule = VPSchedule(self.alphas_cumprod)
+        self.set_timesteps(self.nfe(num_steps))
+
+    # -- NFE <-> timestamps ----------------------------------------------------
+    def nfe(self, num_steps: int) -> int:
+        return num_steps - 1 - int(self.config.afs)
+
+    def num_steps_for(self, num_inference_steps: int | None) -> int:
+        cfg = self.config
+        if num_inference_steps is None:
+            return cfg.num_steps
+        num_steps = num_inference_steps + 1 + int(cfg.afs)
+        if cfg.step_range is not None:
+            lo, hi = cfg.step_range
+            if not lo <= num_steps <= hi:
+                raise ValueError(
+                    f"This SFD-v student was trained for {self.nfe(lo)}..{self.nfe(hi)} "
+                    f"network evaluations; got num_inference_steps={num_inference_steps}.")
+        elif num_steps != cfg.num_steps:
+            warnings.warn(f"This SFD student was trained for {self.nfe(cfg.num_steps)} "
+                          f"network evaluations; sampling with {num_inference_steps}.")
+        return num_steps
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device=None):
+        self.num_steps = self.num_steps_for(num_inference_steps)
+        self.num_inference_steps = self.nfe(self.num_steps)
+        cfg = self.config
+        self.sigmas = sigma_schedule(self.num_steps, cfg.sigma_min, cfg.sigma_max,
+                                     cfg.schedule_type, cfg.schedule_rho, self.schedule)
+        # One entry per interval; the UNet's (fractional) timestep at its start.
+        self.timesteps = self.schedule.timestep(self.sigmas[:-1]).float().to(device)
+        self._step_index = 0
+
+    @property
+    def init_noise_sigma(self) -> float:
+        return float(self.sigmas[0])
+
+    def needs_model_output(self, step_index: int) -> bool:
+        return not (self.config.afs and step_index == 0)
+
+    def condition_labels(self, class_labels, batch_size: int, device=None):
+        """The UNet's class_labels: the class, or class x step count for SFD-v."""
+        size = self.config.step_condition_size
+        if size is None:
+            return class_labels
+        from diffengine_distill.models.editors.sfd.step_condition import step_labels
+        return step_labels(class_labels, self.num_steps, size, batch_size, device)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
+        return model_input(sample, self.sigmas[self._step_index])
+
+    def step(self, model_output, timestep, sample: torch.Tensor, return_dict: bool = True,
+             **kwargs):
+        i = self._step_index
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        if model_output is None:
+            if self.needs_model_output(i):
+                raise ValueError(f"Step {i} needs the model's output.")
+            prev = afs_step(sample, sigma, sigma_next)
+        else:
+            x0 = denoised(model_output, sample, sigma, self.config.prediction_type)
+            prev = euler_step(sample, x0, sigma, sigma_next)
+        self._step_index += 1
+        return SchedulerOutput(prev_sample=prev) if return_dict else (prev,)
+
+    def __len__(self):
+        return self.config.num_train_timesteps
