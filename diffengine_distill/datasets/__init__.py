@@ -1,6 +1,7 @@
 from .digits import DigitsDataset, load_digits_uint8
 from .image_folder import ImageFolderDataset
+from .noise import NoiseDataset
 from .transforms import LoadImage, PackInputs
 
-__all__ = ["DigitsDataset", "ImageFolderDataset", "LoadImage", "PackInputs",
+__all__ = ["DigitsDataset", "ImageFolderDataset", "LoadImage", "NoiseDataset", "PackInputs",
            "load_digits_uint8"]

@@ -8,7 +8,8 @@ from diffengine_distill.registry import MODELS
 
 @MODELS.register_module()
 class DiffusionDataPreprocessor(BaseDataPreprocessor):
-    """Stacks uint8 images into a float batch in [-1, 1] and packs labels.
+    """Stacks uint8 images into a float batch in [-1, 1] and packs labels;
+    float inputs (noise, latents) pass through unscaled.
 
     Output: ``dict(inputs=(B, C, H, W) float, data_samples=dict(labels=(B,)
     long or None))``, the keyword arguments of the models' ``forward``.
@@ -19,7 +20,7 @@ class DiffusionDataPreprocessor(BaseDataPreprocessor):
         inputs = data["inputs"]
         if isinstance(inputs, (list, tuple)):
             inputs = torch.stack(list(inputs))
-        inputs = inputs.float() / 127.5 - 1.0
+        inputs = inputs.float() / 127.5 - 1.0 if inputs.dtype == torch.uint8 else inputs.float()
         # pseudo_collate turns the per-sample dicts into a dict of lists.
         labels = (data.get("data_samples") or {}).get("label")
         if labels is not None and any(label is None for label in labels):

@@ -1,5 +1,6 @@
 from .base import BaseDiffusionModel
 from .diffusion import DiffusionModel
 from .progressive_distillation import ProgressiveDistillation
+from .sfd import SFD
 
-__all__ = ["BaseDiffusionModel", "DiffusionModel", "ProgressiveDistillation"]
+__all__ = ["BaseDiffusionModel", "DiffusionModel", "ProgressiveDistillation", "SFD"]

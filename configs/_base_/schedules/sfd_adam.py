@@ -1,0 +1,16 @@
+# SFD: Adam with the paper's defaults, LR / 10 at half of training, no EMA.
+# One iteration = one batch of trajectories = num_steps - 1 (- AFS) updates.
+# Leaves recompute the derived lines when they change total_kimg/batch/lr:
+#   max_iters = total_kimg * 1000 // batch
+total_kimg = 200  # trajectories (x 1000) to train on
+batch = 128
+lr = 5e-5
+max_iters = total_kimg * 1000 // batch
+
+optim_wrapper = dict(
+    type="OptimWrapper",
+    optimizer=dict(type="Adam", lr=lr, betas=(0.9, 0.999), eps=1e-8),
+)
+param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
+                        gamma=0.1)]
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters)

@@ -1,0 +1,14 @@
+# SFD-v: one digits student for 2..5 NFE (num_steps drawn from 4..7 per
+# iteration, fed to the UNet as a step condition); 4x SFD's trajectories as
+# in the paper (800 vs 200 kimg). Sample any trained NFE from the export:
+#   python tools/sample.py work_dirs/sfd_v_digits --steps 3
+_base_ = ["./sfd_digits.py"]
+
+total_kimg = 80
+batch = 128
+max_iters = total_kimg * 1000 // batch
+
+model = dict(use_step_condition=True, step_range=(4, 7))
+param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
+                        gamma=0.1)]
+train_cfg = dict(max_iters=max_iters)

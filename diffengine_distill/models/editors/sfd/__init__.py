@@ -1,0 +1,4 @@
+from .sfd import SFD
+from .step_condition import add_step_condition, step_labels
+
+__all__ = ["SFD", "add_step_condition", "step_labels"]

@@ -1,0 +1,284 @@
+"""Simple and Fast Distillation (Zhou, Chen et al., NeurIPS 2024) of a diffusers UNet."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+from diffengine_distill.registry import MODELS
+
+from ...builders import build_scheduler
+from ...diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input, sigma_schedule
+from ...diffusion.solvers import check_solver, solve
+from ..base import BaseDiffusionModel
+from .step_condition import add_step_condition, step_labels
+
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
+
+
+@MODELS.register_module()
+class SFD(BaseDiffusionModel):
+    """A student that follows a teacher ODE solver's trajectory with Euler steps.
+
+    The arguments after the UNet/scheduler ones are sfd-main's, with its
+    defaults and meaning (``num_steps`` counts timestamps: 4 with AFS is 2 NFE).
+    The student starts as a copy of the teacher (``unet``); each iteration the
+    teacher solves the interval on (M + 1)(num_steps - 1) + 1 timestamps with
+    ``sampler_tea`` and every (M + 1)-th state is a target. The student takes
+    one Euler step per interval from its own previous, detached output, and
+    the optimizer steps after every student step (num_steps - 1, minus one
+    with AFS, updates per batch): see ``train_step``.
+
+    Args:
+        num_steps, M, afs, sampler_tea, max_order, predict_x0,
+        lower_order_final, schedule_type, schedule_rho, use_step_condition,
+        is_second_stage: as in sfd-main's README table.
+        sigma_min, sigma_max: the sampled sigma interval; None takes EDM's
+            (0.002, 80) clipped to the model's range (sigma of t = 0 .. T-1).
+        thresholding: DPM-Solver++ teacher's dynamic thresholding of x0
+            (sfd-main always applies it; turn it off for latent models).
+        step_range: SFD-v's range of num_steps drawn per iteration (sfd-main
+            draws 4..7, i.e. 2..5 NFE with AFS).
+        last_step_loss: second stage only: ``"lpips"`` adds LPIPS on the last
+            step as in the paper (needs the ``lpips`` package and its weights
+            locally); ``"l1"`` is the explicit fallback, L1 alone.
+        step_seed: seeds SFD-v's step-count draws, which are a function of
+            (step_seed, iteration) so every process and a resumed run agree.
+    """
+
+    def __init__(self, *args, num_steps: int = 4, M: int = 3, afs: bool = True,
+                 sampler_tea: str = "dpmpp", max_order: int | None = None,
+                 predict_x0: bool = True, lower_order_final: bool = True,
+                 schedule_type: str = "polynomial", schedule_rho: float = 7.0,
+                 use_step_condition: bool = False, is_second_stage: bool = False,
+                 sigma_min: float | None = None, sigma_max: float | None = None,
+                 thresholding: bool = True, step_range: tuple[int, int] = (4, 7),
+                 last_step_loss: str = "lpips", step_seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_steps, self.M, self.afs = int(num_steps), int(M), bool(afs)
+        self.is_second_stage = bool(is_second_stage)
+        self.step_seed = int(step_seed)
+        self._num_classes = super().num_classes
+        first = self.scheduler.config if self.is_second_stage else None
+        if self.is_second_stage:
+            if type(self.scheduler).__name__ != "SFDScheduler":
+                raise ValueError(
+                    "is_second_stage=True distils a first-stage SFD/SFD-v export: point "
+                    "model.unet and model.scheduler at its folder (work_dirs/<sfd run>/step<N>); "
+                    f"this teacher's scheduler is {type(self.scheduler).__name__}.")
+            # As sfd-main: the first stage's schedule, AFS and step condition; Euler teacher.
+            schedule_type, schedule_rho = first.schedule_type, first.schedule_rho
+            sigma_min, sigma_max = first.sigma_min, first.sigma_max
+            sampler_tea, self.teacher_afs = "euler", bool(first.afs)
+            self._num_classes = first.num_classes
+            self.step_condition_size = first.step_condition_size
+            use_step_condition = self.step_condition_size is not None
+        else:
+            self.teacher_afs = False
+        self.solver = dict(solver=sampler_tea, max_order=check_solver(sampler_tea, max_order),
+                           predict_x0=bool(predict_x0), lower_order_final=bool(lower_order_final),
+                           thresholding=bool(thresholding))
+        if schedule_type not in SCHEDULE_TYPES:
+            raise ValueError(f"Unknown schedule_type {schedule_type!r}; use one of "
+                             f"{SCHEDULE_TYPES}.")
+        self.schedule_type, self.schedule_rho = schedule_type, float(schedule_rho)
+        self.sigma_min, self.sigma_max = self._sigma_interval(sigma_min, sigma_max)
+        self.use_step_condition = bool(use_step_condition)
+        self.step_range = None
+        if self.use_step_condition and not self.is_second_stage:
+            self.step_range = tuple(int(n) for n in step_range)
+        self._check_steps()
+        if last_step_loss not in ("lpips", "l1"):
+            raise ValueError(f"last_step_loss must be 'lpips' or 'l1', got {last_step_loss!r}.")
+        self.last_step_loss = last_step_loss
+        self.lpips = build_lpips() if self.is_second_stage and last_step_loss == "lpips" else None
+
+        self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
+        if self.use_step_condition and not self.is_second_stage:
+            # Room for the second stage's teacher count, (M + 1)(3 - 1) + 1 = 7 by default.
+            self.step_condition_size = max(self.step_range[1], 7) + 1
+            add_step_condition(self.unet, self.step_condition_size)
+        elif not self.use_step_condition:
+            self.step_condition_size = None
+        # Persistent: SFD-v's draws depend on it, so a resumed run draws the same.
+        self.register_buffer("iteration", torch.tensor(0))
+
+    # -- configuration checks ------------------------------------------------
+    def _sigma_interval(self, sigma_min, sigma_max) -> tuple[float, float]:
+        lo, hi = self.schedule.sigma_range()
+        sigma_min = max(EDM_SIGMA_MIN, lo) if sigma_min is None else float(sigma_min)
+        sigma_max = min(EDM_SIGMA_MAX, hi) if sigma_max is None else float(sigma_max)
+        if not lo * (1 - 1e-9) <= sigma_min < sigma_max <= hi * (1 + 1e-9):
+            raise ValueError(
+                f"sigma_min={sigma_min:.6g}, sigma_max={sigma_max:.6g} must satisfy "
+                f"{lo:.6g} <= sigma_min < sigma_max <= {hi:.6g}, the sigmas of this model's "
+                "t = 0 and t = T-1; leave them None for EDM's (0.002, 80) within that range.")
+        return sigma_min, sigma_max
+
+    def _check_steps(self) -> None:
+        counts = range(self.step_range[0], self.step_range[1] + 1) if self.step_range \
+            else [self.num_steps]
+        if self.step_range and (self.step_range[0] > self.step_range[1]):
+            raise ValueError(f"step_range={self.step_range} must be (low, high) with low <= high.")
+        least = 3 if self.afs else 2
+        for n in counts:
+            if n < least:
+                raise ValueError(
+                    f"num_steps={n} leaves no network step" + (" after AFS" if self.afs else "")
+                    + f": num_steps counts timestamps, use >= {least} ({least} = 1 NFE).")
+        if self.M < 0:
+            raise ValueError(f"M={self.M} must be >= 0 (teacher steps inserted per interval).")
+        if self.is_second_stage and self.step_condition_size is not None:
+            teacher_steps = self.teacher_points(self.num_steps)[0]
+            if max(teacher_steps, self.num_steps) >= self.step_condition_size:
+                raise ValueError(
+                    f"The first-stage SFD-v table holds step counts below "
+                    f"{self.step_condition_size}; the teacher needs {teacher_steps}: lower M.")
+
+    # -- grids and networks ----------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        return self._num_classes
+
+    def sigmas(self, num_steps: int) -> Tensor:
+        return sigma_schedule(num_steps, self.sigma_min, self.sigma_max, self.schedule_type,
+                              self.schedule_rho, self.schedule)
+
+    def teacher_points(self, num_steps: int, M: int | None = None) -> tuple[int, int]:
+        """(timestamps of the teacher's grid, stride between student points)."""
+        M = self.M if M is None else M
+        return (M + 1) * (num_steps - 1) + 1, M + 1
+
+    def denoise(self, unet, x: Tensor, sigma, labels: Tensor | None,
+                step_condition: int | None) -> Tensor:
+        """D(x; sigma) of ``unet`` (x in sigma-space)."""
+        if step_condition is not None:
+            labels = step_labels(labels, step_condition, self.step_condition_size,
+                                 x.shape[0], x.device)
+        t = self.schedule.timestep(sigma).float()
+        out = self.unet_forward(unet, model_input(x, sigma), t, labels)
+        return denoised(out, x, sigma, self.prediction_type)
+
+    def _condition(self, num_steps: int) -> int | None:
+        return num_steps if self.use_step_condition else None
+
+    @torch.no_grad()
+    def teacher_targets(self, noise: Tensor, labels, num_steps: int, M: int) -> Tensor:
+        """The teacher's states at the student's timestamps 1..num_steps-1."""
+        points, stride = self.teacher_points(num_steps, M)
+        sig = self.sigmas(points)
+
+        # Only a second stage's teacher (an SFD-v student) is step-conditioned.
+        condition = points if self.is_second_stage and self.use_step_condition else None
+
+        def teacher(x, sigma):
+            return self.denoise(self.teacher_unet, x, sigma, labels, condition)
+        trajectory = solve(teacher, noise * sig[0].to(noise.dtype), sig, afs=self.teacher_afs,
+                           **self.solver)
+        return trajectory[stride::stride]
+
+    def student_step(self, x: Tensor, i: int, sig: Tensor, labels, num_steps: int) -> Tensor:
+        """One student interval, sigma_i -> sigma_{i+1} (AFS on the first)."""
+        if self.afs and i == 0:
+            return afs_step(x, sig[0], sig[1])
+        x0 = self.denoise(self.unet, x, sig[i], labels, self._condition(num_steps))
+        return euler_step(x, x0, sig[i], sig[i + 1])
+
+    @torch.no_grad()
+    def student_sample(self, noise: Tensor, labels=None, num_steps: int | None = None) -> Tensor:
+        """The training-time sampler: the student's steps from noise to sigma_min."""
+        num_steps = num_steps or self.num_steps
+        sig = self.sigmas(num_steps)
+        x = noise * sig[0].to(noise.dtype)
+        for i in range(num_steps - 1):
+            x = self.student_step(x, i, sig, labels, num_steps)
+        return x
+
+    def draw_num_steps(self) -> tuple[int, int]:
+        """(num_steps, M) of this iteration: fixed, or SFD-v's uniform draw."""
+        if self.step_range is None:
+            return self.num_steps, self.M
+        gen = torch.Generator().manual_seed(self.step_seed * 1_000_003 + int(self.iteration))
+        n = int(torch.randint(self.step_range[0], self.step_range[1] + 1, (), generator=gen))
+        return n, (2 if n == 3 else self.M)
+
+    # -- training --------------------------------------------------------------
+    def step_loss(self, x: Tensor, target: Tensor, last: bool) -> Tensor:
+        """L1 summed over pixels, mean over the batch (+ LPIPS, second stage's last step)."""
+        loss = (x - target).abs().flatten(1).sum(1).mean()
+        if last and self.lpips is not None:
+            loss = loss + lpips_distance(self.lpips, x, target).mean()
+        return loss
+
+    def train_step(self, data, optim_wrapper) -> dict:
+        data = self.data_preprocessor(data, True)
+        noise = data["inputs"]
+        labels = self.check_batch(noise, data["data_samples"])
+        num_steps, M = self.draw_num_steps()
+        targets = self.teacher_targets(noise, labels, num_steps, M)
+        sig = self.sigmas(num_steps)
+        x = noise * sig[0].to(noise.dtype)
+        losses = []
+        for i in range(num_steps - 1):
+            if self.afs and i == 0:  # analytical: no network call, nothing to learn
+                x = self.student_step(x, i, sig, labels, num_steps)
+                continue
+            with optim_wrapper.optim_context(self):
+                x_next = self.student_step(x, i, sig, labels, num_steps)
+                loss = self.step_loss(x_next, targets[i], last=i == num_steps - 2)
+            optim_wrapper.backward(loss)
+            for p in self.unet.parameters():  # as sfd-main: a bad batch must not poison Adam
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+            optim_wrapper.step()
+            optim_wrapper.zero_grad()
+            losses.append(loss.detach())
+            x = x_next.detach()
+        self.iteration += 1
+        return dict(loss=torch.stack(losses).mean(), updates=torch.tensor(float(len(losses))),
+                    nfe=torch.tensor(float(num_steps - 1 - self.afs)))
+
+    def forward(self, inputs: Tensor, data_samples: dict | None = None, mode: str = "loss"):
+        raise NotImplementedError("SFD updates inside train_step (one optimizer step per "
+                                  "student step); call train_step.")
+
+    # -- export ------------------------------------------------------------------
+    @property
+    def default_steps(self) -> int:
+        return self.num_steps - 1 - int(self.afs)
+
+    def export_scheduler(self):
+        from diffengine_distill.schedulers import SFDScheduler
+        return build_scheduler(dict(
+            type=SFDScheduler, prediction_type=self.prediction_type,
+            sigma_min=self.sigma_min, sigma_max=self.sigma_max,
+            schedule_type=self.schedule_type, schedule_rho=self.schedule_rho,
+            afs=self.afs, num_steps=self.num_steps,
+            step_range=list(self.step_range) if self.step_range else None,
+            step_condition_size=self.step_condition_size, num_classes=self._num_classes),
+            base_config=self.scheduler.config)
+
+
+def build_lpips():
+    """LPIPS (AlexNet) from the ``lpips`` package, with its weights already local."""
+    fix = ("or set model.last_step_loss='l1' (the documented fallback: L1 alone on the "
+           "last step).")
+    try:
+        import lpips
+    except ImportError as err:
+        raise ImportError("last_step_loss='lpips' needs the `lpips` package (pip install "
+                          f"lpips) with its AlexNet weights in the torch hub cache, {fix}") from err
+    try:
+        return lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
+    except Exception as err:  # noqa: BLE001 (download attempts fail in many ways offline)
+        raise RuntimeError(f"Could not build LPIPS ({err}): put the AlexNet weights in the "
+                           f"torch hub cache, {fix}") from err
+
+
+def lpips_distance(net, x: Tensor, y: Tensor) -> Tensor:
+    """LPIPS at 224 px as sfd-main; one-channel images are repeated to RGB."""
+    def prep(img):
+        img = img.repeat(1, 3, 1, 1) if img.shape[1] == 1 else img
+        return torch.nn.functional.interpolate(img, size=224, mode="bilinear")
+    return net.to(x.device)(prep(x), prep(y)).flatten()

@@ -1,0 +1,45 @@
+"""SFD-v's step condition through the UNet's class-embedding table.
+
+diffusers UNets add ``class_embedding(class_labels)`` to the time embedding.
+A step-conditioned student gets a table with ``size`` rows per class (size =
+largest step count + 1) and looks up row ``class * size + num_steps``: a
+learned vector per (class, step count), the same function class as sfd-main's
+embedding MLP of the step count over a finite set of counts. The table starts
+as the teacher's class rows (zeros for an unconditional teacher), so the
+student starts exactly as the teacher, and the export stays a stock diffusers
+UNet.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def step_labels(class_labels, num_steps: int, size: int, batch_size: int, device=None):
+    """Row indices of the step-conditioned table."""
+    if not 0 <= num_steps < size:
+        raise ValueError(f"Step condition {num_steps} is outside the table (0..{size - 1}).")
+    if class_labels is None:
+        classes = torch.zeros(batch_size, dtype=torch.long, device=device)
+    else:
+        classes = torch.as_tensor(class_labels, device=device).long().flatten()
+    return classes * size + num_steps
+
+
+def add_step_condition(unet: nn.Module, size: int) -> nn.Module:
+    """Give ``unet`` (in place) a class x step-count embedding table."""
+    cfg = unet.config
+    if getattr(cfg, "class_embed_type", None) is not None:
+        raise ValueError(
+            f"use_step_condition needs a UNet whose class embedding is a plain table; this "
+            f"one has class_embed_type={cfg.class_embed_type!r}.")
+    old = getattr(unet, "class_embedding", None)
+    num_classes = cfg.num_class_embeds or 1
+    dim = unet.time_embedding.linear_2.out_features
+    table = nn.Embedding(num_classes * size, dim)
+    with torch.no_grad():
+        rows = old.weight if old is not None else torch.zeros(1, dim)
+        table.weight.copy_(rows.repeat_interleave(size, dim=0))
+    unet.class_embedding = table.to(unet.time_embedding.linear_2.weight)
+    unet.register_to_config(num_class_embeds=num_classes * size)
+    return unet

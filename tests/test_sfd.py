@@ -1,0 +1,313 @@
+"""SFD, SFD-v and second stage: sigma-space math against closed forms, the
+training step's structure, and tiny runs through mim with resume and reload."""
+import math
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from mmengine.config import Config
+
+from conftest import mim_train
+from diffengine_distill import SamplerPipeline, SFDScheduler
+from diffengine_distill.apis.inference import generate
+from diffengine_distill.models.diffusion import (VPSchedule, afs_step, denoised, euler_step,
+                                                 model_input, sigma_schedule)
+from diffengine_distill.models.diffusion.solvers import solve
+from diffengine_distill.registry import MODELS
+
+T = 1024
+COSINE = dict(type="DDPMScheduler", num_train_timesteps=T, beta_schedule="squaredcos_cap_v2",
+              prediction_type="v_prediction")
+
+
+def cosine_schedule():
+    return VPSchedule.from_scheduler(DDPMScheduler(num_train_timesteps=T,
+                                                   beta_schedule="squaredcos_cap_v2"))
+
+
+# -- sigma-space math ------------------------------------------------------------
+def test_timestep_inverts_sigma_with_log_linear_alpha_bar():
+    schedule = cosine_schedule()
+    ac = schedule.alphas_cumprod
+    for t in (0.0, 3.0, 511.25, 1000.5, 1023.0):
+        sigma = schedule.sigma(torch.tensor(t))
+        assert abs(float(schedule.timestep(sigma)) - t) < 1e-9
+        lo = math.floor(t)
+        if lo < t:  # independent closed form of the interpolation
+            f = t - lo
+            ab = math.exp((1 - f) * math.log(ac[lo]) + f * math.log(ac[lo + 1]))
+            assert abs(float(sigma) - math.sqrt((1 - ab) / ab)) < 1e-9
+    with pytest.raises(ValueError, match="sigma must lie in the model's range"):
+        schedule.timestep(1e-4)
+
+
+def test_denoiser_is_the_vp_models_x0_in_sigma_space():
+    torch.manual_seed(0)
+    x, v, sigma = torch.randn(3, 1, 4, 4, dtype=torch.float64) * 5, torch.randn(3, 1, 4, 4,
+                                                                          dtype=torch.float64), 2.5
+    alpha = 1 / math.sqrt(1 + sigma ** 2)
+    x_vp = x * alpha
+    assert torch.allclose(model_input(x, sigma), x_vp)
+    # v = alpha eps - sigma_vp x0  =>  x0 = alpha x_vp - sigma_vp v
+    expected = alpha * x_vp - sigma * alpha * v
+    assert torch.allclose(denoised(v, x, sigma, "v_prediction"), expected)
+    eps = torch.randn_like(x)
+    assert torch.allclose(denoised(eps, x, sigma, "epsilon"), x - sigma * eps)
+
+
+def test_euler_and_afs_steps_match_their_formulas():
+    torch.manual_seed(0)
+    x, d0 = torch.randn(2, 1, 3, 3, dtype=torch.float64) * 10, torch.randn(2, 1, 3, 3,
+                                                                     dtype=torch.float64)
+    s, s_next = 10.0, 3.0
+    assert torch.allclose(euler_step(x, d0, s, s_next), x + (s_next - s) * (x - d0) / s)
+    assert torch.allclose(afs_step(x, s, s_next), x + (s_next - s) * x / math.sqrt(1 + s ** 2))
+
+
+def test_schedules_against_closed_forms():
+    n, lo, hi = 5, 0.01, 80.0
+    poly = sigma_schedule(n, lo, hi, "polynomial", 7)
+    i = torch.arange(n, dtype=torch.float64)
+    assert torch.allclose(poly, (hi ** (1 / 7) + i / 4 * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7)
+    log = sigma_schedule(n, lo, hi, "logsnr")
+    assert torch.allclose(log[1:] / log[:-1], (lo / hi) ** (1 / 4) * torch.ones(4, dtype=torch.float64))
+    tu = sigma_schedule(n, lo, hi, "time_uniform", 1)
+    assert abs(float(tu[0]) - hi) < 1e-9 and abs(float(tu[-1]) - lo) < 1e-9
+    schedule = cosine_schedule()
+    disc = sigma_schedule(n, lo, hi, "discrete", 1, schedule)
+    t = schedule.timestep(disc)
+    assert torch.allclose(t[1:] - t[:-1], (t[1] - t[0]) * torch.ones(4, dtype=torch.float64))  # uniform in t
+    assert abs(float(disc[0]) - hi) < 1e-9 and abs(float(disc[-1]) - lo) < 1e-9
+    # A grid with (M + 1)(n - 1) + 1 points nests the n-point grid.
+    for kind in ("polynomial", "logsnr", "time_uniform", "discrete"):
+        small = sigma_schedule(n, lo, hi, kind, 7, schedule)
+        big = sigma_schedule(4 * (n - 1) + 1, lo, hi, kind, 7, schedule)
+        assert torch.allclose(big[::4], small, rtol=1e-9), kind
+    with pytest.raises(ValueError, match="Unknown schedule_type 'cosine'"):
+        sigma_schedule(n, lo, hi, "cosine")
+
+
+# -- the model ---------------------------------------------------------------------
+TINY_UNET = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
+                 layers_per_block=1, block_out_channels=(8, 8), norm_num_groups=4,
+                 down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+
+
+def tiny_sfd(**kwargs):
+    torch.manual_seed(0)
+    return MODELS.build(dict(type="SFD", unet=TINY_UNET, scheduler=COSINE, **kwargs))
+
+
+def test_teacher_targets_are_every_k_th_point_of_the_teacher_solver():
+    model = tiny_sfd(num_steps=4, M=2, sampler_tea="dpmpp", max_order=3)
+    noise = torch.randn(2, 1, 8, 8)
+    targets = model.teacher_targets(noise, None, 4, 2)
+    sig = model.sigmas(10)  # (M + 1)(num_steps - 1) + 1
+    assert torch.allclose(sig[::3], model.sigmas(4), rtol=1e-12)
+
+    def teacher(x, s):
+        v = model.teacher_unet(model_input(x, s), model.schedule.timestep(s).float().expand(2)).sample
+        return denoised(v, x, s, "v_prediction")
+    full = solve(teacher, noise * sig[0].float(), sig, "dpmpp", max_order=3, thresholding=True)
+    assert targets.shape == (3, 2, 1, 8, 8)
+    assert torch.allclose(targets, full[[3, 6, 9]])
+
+
+class CountingOptimWrapper:
+    """Records each update and which parameters had gradients."""
+
+    def __init__(self, model, lr=1e-3):
+        self.opt = torch.optim.SGD(model.unet.parameters(), lr=lr)
+        self.updates, self.teacher_grads = 0, 0
+        self.model = model
+
+    def optim_context(self, model):
+        import contextlib
+        return contextlib.nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self):
+        self.updates += 1
+        self.teacher_grads += sum(p.grad is not None for p in self.model.teacher_unet.parameters())
+        self.opt.step()
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+
+@pytest.mark.parametrize("num_steps, afs, updates", [(4, True, 2), (4, False, 3), (6, True, 4)])
+def test_one_update_per_student_step(num_steps, afs, updates):
+    model = tiny_sfd(num_steps=num_steps, afs=afs, M=1)
+    wrapper = CountingOptimWrapper(model)
+    teacher_before = {k: v.clone() for k, v in model.teacher_unet.state_dict().items()}
+    data = dict(inputs=[torch.randn(1, 8, 8) for _ in range(3)], data_samples=dict(label=[None] * 3))
+    out = model.train_step(data, wrapper)
+    assert wrapper.updates == updates == int(out["updates"])
+    assert int(out["nfe"]) == num_steps - 1 - afs
+    assert wrapper.teacher_grads == 0
+    for k, v in model.teacher_unet.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k
+
+
+def test_student_starts_on_the_teachers_euler_trajectory():
+    """Before training the student is the teacher: its sampler is the teacher's
+    Euler solver with AFS on the student grid."""
+    model = tiny_sfd(num_steps=5, afs=True)
+    noise = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    model.double()
+    sig = model.sigmas(5)
+    x = afs_step(noise * sig[0], sig[0], sig[1])
+
+    def teacher(x, s):
+        v = model.teacher_unet(model_input(x, s), model.schedule.timestep(s).expand(2)).sample
+        return denoised(v, x, s, "v_prediction")
+    rest = solve(teacher, x, sig[1:], "euler")[-1]
+    assert torch.allclose(model.student_sample(noise), rest, atol=1e-10)
+
+
+def test_step_condition_starts_as_the_teacher_and_draws_agree():
+    model = tiny_sfd(use_step_condition=True, step_range=(4, 7))
+    assert model.step_condition_size == 8
+    assert model.unet.config.num_class_embeds == 8 and model.num_classes is None
+    noise = torch.randn(2, 1, 8, 8)
+    sig = model.sigmas(5)
+    a = model.denoise(model.unet, noise * sig[1], sig[1], None, 5)
+    b = model.denoise(model.teacher_unet, noise * sig[1], sig[1], None, None)
+    assert (a - b).abs().max() < 1e-6  # zero rows: the student starts as the teacher
+    draws = []
+    for it in range(40):
+        model.iteration.fill_(it)
+        draws.append(model.draw_num_steps())
+    assert {n for n, _ in draws} == {4, 5, 6, 7}
+    model.iteration.fill_(7)
+    assert model.draw_num_steps() == draws[7]  # a function of the iteration alone
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sampler_tea="ddim"), "Unknown .*ddim"),
+    (dict(sampler_tea="dpmpp", max_order=4), "max_order=4 .*dpmpp.*1..3"),
+    (dict(sampler_tea="ipndm", max_order=5), "max_order=5 .*ipndm.*1..4"),
+    (dict(num_steps=2, afs=True), "num_steps=2 leaves no network step after AFS"),
+    (dict(schedule_type="karras"), "Unknown schedule_type 'karras'"),
+    (dict(sigma_max=1e6), "sigma_max=1e\\+06 must satisfy"),
+    (dict(is_second_stage=True), "is_second_stage=True distils a first-stage SFD"),
+    (dict(last_step_loss="l2"), "last_step_loss must be 'lpips' or 'l1'"),
+])
+def test_bad_configs_fail_early(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_sfd(**kwargs)
+
+
+# -- tiny runs through mim -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sfd_runs(tiny_teacher, tmp_path_factory):
+    base = tmp_path_factory.mktemp("sfd")
+    teacher = [f"model.unet.path={tiny_teacher}", f"model.scheduler.path={tiny_teacher}"]
+    cfg = "tests/configs/sfd_tiny.py"
+    mim_train(cfg, base / "full", "--cfg-options", *teacher)
+    mim_train(cfg, base / "part", "--cfg-options", *teacher, "train_cfg.max_iters=4")
+    proc = mim_train(cfg, base / "part", "--resume", "--cfg-options", *teacher)
+    sfd_v = base / "sfd_v"
+    mim_train(cfg, sfd_v, "--cfg-options", *teacher, "model.use_step_condition=True")
+    second = base / "second"
+    stage1 = [f"model.unet.path={sfd_v / 'step6'}", f"model.scheduler.path={sfd_v / 'step6'}"]
+    mim_train(cfg, second, "--cfg-options", *stage1, "model.is_second_stage=True",
+              "model.num_steps=3", "model.M=2", "model.last_step_loss=l1")
+    return dict(full=base / "full", part=base / "part", log=proc.stdout + proc.stderr,
+                sfd_v=sfd_v, second=second)
+
+
+def losses(work_dir):
+    import json
+    logs = sorted(work_dir.glob("*/vis_data/scalars.json"))
+    return [json.loads(line)["loss"] for line in logs[-1].read_text().splitlines()
+            if '"loss"' in line]
+
+
+def load_model(root, export, sd, **model_kwargs):
+    cfg = Config.fromfile(f"{root}/tests/configs/sfd_tiny.py")
+    cfg.model.unet.path = cfg.model.scheduler.path = str(export)
+    cfg.model.update(model_kwargs)
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(sd)
+    return model.eval()
+
+
+def test_sfd_resume_matches_uninterrupted(sfd_runs):
+    assert "Advance dataloader 4 steps" in sfd_runs["log"]
+    a = torch.load(sfd_runs["full"] / "iter_6.pth", map_location="cpu", weights_only=True)
+    b = torch.load(sfd_runs["part"] / "iter_6.pth", map_location="cpu", weights_only=True)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    # 6 iterations x 2 updates (num_steps = 4 with AFS): Adam counted every one.
+    assert all(int(s["step"]) == 12 for s in a["optimizer"]["state"].values())
+
+
+def test_sfd_export_reloads_and_samples_as_trained(sfd_runs, tiny_teacher, root):
+    full = sfd_runs["full"]
+    export = full / "step6"
+    pipe = SamplerPipeline.from_pretrained(export)
+    assert isinstance(pipe.scheduler, SFDScheduler)
+    sd = torch.load(full / "iter_6.pth", map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in pipe.unet.state_dict().items():
+        assert torch.equal(sd["unet." + k], v), k
+    # The teacher is untouched and the student moved.
+    teacher = UNet2DModel.from_pretrained(tiny_teacher / "unet").state_dict()
+    assert any(not torch.equal(teacher[k], v) for k, v in pipe.unet.state_dict().items())
+    model = load_model(root, tiny_teacher, sd)
+    seeds = range(5)
+    noise = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
+                         for s in seeds])
+    ours = model.student_sample(noise)
+    theirs = generate(pipe, seeds, 2, progress=False)  # 2 NFE = num_steps 4 with AFS
+    assert (ours.clamp(-1, 1) - theirs).abs().max() < 1e-5
+    assert pipe.scheduler.config.num_steps == 4 and pipe.scheduler.num_inference_steps == 2
+
+
+def test_sfd_v_samples_each_trained_nfe(sfd_runs, tiny_teacher, root):
+    export = sfd_runs["sfd_v"] / "step6"
+    pipe = SamplerPipeline.from_pretrained(export)
+    sd = torch.load(sfd_runs["sfd_v"] / "iter_6.pth", map_location="cpu",
+                    weights_only=True)["state_dict"]
+    model = load_model(root, tiny_teacher, sd, use_step_condition=True)
+    seeds = range(3)
+    noise = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
+                         for s in seeds])
+    outs = []
+    for nfe in (2, 3, 4, 5):
+        theirs = generate(pipe, seeds, nfe, progress=False)
+        ours = model.student_sample(noise, num_steps=nfe + 2)
+        assert (ours.clamp(-1, 1) - theirs).abs().max() < 1e-5, nfe
+        outs.append(theirs)
+    assert not torch.equal(outs[0], outs[1])
+    with pytest.raises(ValueError, match="trained for 2..5 network evaluations"):
+        generate(pipe, seeds, 6, progress=False)
+
+
+def test_second_stage_is_one_nfe(sfd_runs, root):
+    second = sfd_runs["second"]
+    export = second / "step6"
+    pipe = SamplerPipeline.from_pretrained(export)
+    assert pipe.scheduler.config.num_steps == 3 and pipe.scheduler.num_inference_steps == 1
+    sd = torch.load(second / "iter_6.pth", map_location="cpu", weights_only=True)["state_dict"]
+    stage1 = sfd_runs["sfd_v"] / "step6"
+    model = load_model(root, stage1, sd, is_second_stage=True, num_steps=3, M=2,
+                       last_step_loss="l1")
+    assert model.teacher_afs and model.use_step_condition
+    calls = []
+    pipe.unet.register_forward_hook(lambda *a: calls.append(1))
+    seeds = range(3)
+    theirs = generate(pipe, seeds, 1, progress=False)
+    assert len(calls) == 1  # AFS, then one network evaluation
+    noise = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
+                         for s in seeds])
+    assert (model.student_sample(noise).clamp(-1, 1) - theirs).abs().max() < 1e-5
+
+
+def test_training_lowers_the_loss(sfd_runs):
+    for run in ("full", "second"):
+        values = losses(sfd_runs[run])
+        assert len(values) == 6
+        assert sum(values[-2:]) < sum(values[:2]), (run, values)
