@@ -134,3 +134,36 @@ def test_resume_missing_checkpoint(tmp_path):
         build_config(parse_args([TEACHER_CFG, "--work-dir", str(tmp_path / "w"),
                                  "--resume", "/no/such.pth"]))
     assert "/no/such.pth" in str(err.value) and "--resume" in str(err.value)
+
+
+@pytest.mark.parametrize("option", ["train_cfg.max_iters=0", "train_cfg.max_iters=-5",
+                                    "train_cfg.max_iters=1.5", "train_cfg.max_iters=abc",
+                                    "train_dataloader.batch_size=0"])
+def test_bad_counts_and_types(tmp_path, option):
+    with pytest.raises(ValueError, match="must be a positive integer, got"):
+        build_config(parse_args([TEACHER_CFG, "--work-dir", str(tmp_path / "w"),
+                                 "--cfg-options", option]))
+
+
+def test_truncated_checkpoint_names_intact_ones_and_changes_nothing(tmp_path):
+    import zipfile
+    work = tmp_path / "w"
+    work.mkdir()
+    good, bad = work / "iter_2.pth", work / "iter_4.pth"
+    with zipfile.ZipFile(good, "w") as z:
+        z.writestr("archive/data.pkl", b"x" * 100)
+    bad.write_bytes(good.read_bytes()[:60])  # a save killed midway
+    (work / "last_checkpoint").write_text(str(bad))
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    for resume in (["--resume"], ["--resume", str(bad)]):
+        with pytest.raises(RuntimeError, match=r"truncated.*iter_2\.pth.*--resume .*iter_2\.pth"):
+            build_config(parse_args([TEACHER_CFG, "--work-dir", str(work), *resume]))
+    assert {p.name: p.read_bytes() for p in work.iterdir()} == before
+
+
+def test_export_without_model_index(tmp_path):
+    from diffengine_distill.apis.inference import load_pipeline
+    export = tmp_path / "step10"
+    (export / "unet").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="No export in .*model_index.json"):
+        load_pipeline(str(export))

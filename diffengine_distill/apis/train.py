@@ -65,11 +65,17 @@ def build_config(args):
     if osp.isfile(cfg.work_dir):
         raise NotADirectoryError(f"work dir {cfg.work_dir!r} is a file; pass "
                                  "--work-dir with a directory path.")
+    check_train_cfg(cfg)
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
+        latest = osp.join(cfg.work_dir, "last_checkpoint")
+        if osp.isfile(latest):
+            with open(latest) as f:
+                check_checkpoint(f.read().strip())
     elif args.resume:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f"--resume: checkpoint {args.resume!r} not found.")
+        check_checkpoint(args.resume)
         cfg.resume, cfg.load_from = True, args.resume
     if args.amp:
         import torch
@@ -80,13 +86,47 @@ def build_config(args):
     return cfg
 
 
+def check_train_cfg(cfg) -> None:
+    """Counts must be positive integers (mmengine would loop oddly or fail deep inside)."""
+    train_cfg = cfg.get("train_cfg") or {}
+    loader = cfg.get("train_dataloader") or {}
+    for key, value in [(f"train_cfg.{k}", train_cfg.get(k)) for k in
+                       ("max_iters", "max_epochs", "val_interval")] + \
+            [("train_dataloader.batch_size", loader.get("batch_size"))]:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r} "
+                             f"(check {cfg.filename} and --cfg-options).")
+
+
+def check_checkpoint(path: str) -> None:
+    """A truncated checkpoint (a save killed midway) fails here, not deep in torch.load."""
+    import glob
+    import zipfile
+    if osp.isfile(path) and zipfile.is_zipfile(path):
+        return
+    others = sorted(glob.glob(osp.join(osp.dirname(path), "iter_*.pth")) +
+                    glob.glob(osp.join(osp.dirname(path), "epoch_*.pth")))
+    others = [p for p in others if p != path and zipfile.is_zipfile(p)]
+    hint = (f" Intact checkpoints there: {', '.join(osp.basename(p) for p in others)}; "
+            f"resume from one with --resume {others[-1]}." if others else "")
+    raise RuntimeError(f"Checkpoint {path!r} is missing, truncated or not a torch "
+                       f"checkpoint (was its save interrupted?).{hint}")
+
+
 def _amp(optim_wrapper, bf16: bool):
     dtype = "bfloat16" if bf16 else "float16"
+
+    def amp(wrapper):  # keeps the NaN/Inf guard of a GuardedOptimWrapper
+        guarded = str(wrapper.get("type", "OptimWrapper")).startswith("Guarded")
+        return dict(wrapper, type="GuardedAmpOptimWrapper" if guarded else "AmpOptimWrapper",
+                    dtype=dtype)
     if "optimizer" in optim_wrapper:  # a single OptimWrapper
-        return dict(optim_wrapper, type="AmpOptimWrapper", dtype=dtype)
+        return amp(optim_wrapper)
     # OptimWrapperDict: one wrapper per network.
-    return {k: (dict(v, type="AmpOptimWrapper", dtype=dtype) if isinstance(v, dict)
-                and "optimizer" in v else v) for k, v in optim_wrapper.items()}
+    return {k: (amp(v) if isinstance(v, dict) and "optimizer" in v else v)
+            for k, v in optim_wrapper.items()}
 
 
 def setup_cpu_distributed(cfg) -> None:

@@ -1,3 +1,5 @@
 from .hooks import DiffusersExportHook, SampleVisualizationHook
+from .optimizers import GuardedAmpOptimWrapper, GuardedOptimWrapper
 
-__all__ = ["DiffusersExportHook", "SampleVisualizationHook"]
+__all__ = ["DiffusersExportHook", "GuardedAmpOptimWrapper", "GuardedOptimWrapper",
+           "SampleVisualizationHook"]

@@ -1,6 +1,6 @@
 # About 8 minutes on 2 CPU cores for the digits teacher at batch 64.
 optim_wrapper = dict(
-    type="OptimWrapper",
+    type="GuardedOptimWrapper",  # skips NaN/Inf losses, stops after 5 in a row
     optimizer=dict(type="AdamW", lr=2e-3, betas=(0.9, 0.99), weight_decay=0.0),
     clip_grad=dict(max_norm=1.0),
 )

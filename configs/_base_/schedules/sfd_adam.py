@@ -8,7 +8,7 @@ lr = 5e-5
 max_iters = total_kimg * 1000 // batch
 
 optim_wrapper = dict(
-    type="OptimWrapper",
+    type="GuardedOptimWrapper",  # skips NaN/Inf losses, stops after 5 in a row
     optimizer=dict(type="Adam", lr=lr, betas=(0.9, 0.999), eps=1e-8),
 )
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],

@@ -234,6 +234,8 @@ class SFD(BaseDiffusionModel):
             optim_wrapper.step()
             optim_wrapper.zero_grad()
             losses.append(loss.detach())
+            if getattr(optim_wrapper, "last_update_skipped", False):
+                break  # a non-finite state poisons the rest of this trajectory
             x = x_next.detach()
         self.iteration += 1
         return dict(loss=torch.stack(losses).mean(), updates=torch.tensor(float(len(losses))),
