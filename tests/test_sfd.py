@@ -209,14 +209,18 @@ def sfd_runs(tiny_teacher, tmp_path_factory):
     mim_train(cfg, base / "full", "--cfg-options", *teacher)
     mim_train(cfg, base / "part", "--cfg-options", *teacher, "train_cfg.max_iters=4")
     proc = mim_train(cfg, base / "part", "--resume", "--cfg-options", *teacher)
-    sfd_v = base / "sfd_v"
-    mim_train(cfg, sfd_v, "--cfg-options", *teacher, "model.use_step_condition=True")
+    sfd_v, sfd_v_part = base / "sfd_v", base / "sfd_v_part"
+    step_condition = "model.use_step_condition=True"
+    mim_train(cfg, sfd_v, "--cfg-options", *teacher, step_condition)
+    mim_train(cfg, sfd_v_part, "--cfg-options", *teacher, step_condition,
+              "train_cfg.max_iters=3")
+    mim_train(cfg, sfd_v_part, "--resume", "--cfg-options", *teacher, step_condition)
     second = base / "second"
     stage1 = [f"model.unet.path={sfd_v / 'step6'}", f"model.scheduler.path={sfd_v / 'step6'}"]
     mim_train(cfg, second, "--cfg-options", *stage1, "model.is_second_stage=True",
               "model.num_steps=3", "model.M=2", "model.last_step_loss=l1")
     return dict(full=base / "full", part=base / "part", log=proc.stdout + proc.stderr,
-                sfd_v=sfd_v, second=second)
+                sfd_v=sfd_v, sfd_v_part=sfd_v_part, second=second)
 
 
 def losses(work_dir):
@@ -237,11 +241,14 @@ def load_model(root, export, sd, **model_kwargs):
 
 def test_sfd_resume_matches_uninterrupted(sfd_runs):
     assert "Advance dataloader 4 steps" in sfd_runs["log"]
-    a = torch.load(sfd_runs["full"] / "iter_6.pth", map_location="cpu", weights_only=True)
-    b = torch.load(sfd_runs["part"] / "iter_6.pth", map_location="cpu", weights_only=True)
-    for k in a["state_dict"]:
-        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for full, part in (("full", "part"), ("sfd_v", "sfd_v_part")):
+        a = torch.load(sfd_runs[full] / "iter_6.pth", map_location="cpu", weights_only=True)
+        b = torch.load(sfd_runs[part] / "iter_6.pth", map_location="cpu", weights_only=True)
+        for k in a["state_dict"]:
+            assert torch.equal(a["state_dict"][k], b["state_dict"][k]), (full, k)
+        assert int(a["state_dict"]["iteration"]) == 6
     # 6 iterations x 2 updates (num_steps = 4 with AFS): Adam counted every one.
+    a = torch.load(sfd_runs["full"] / "iter_6.pth", map_location="cpu", weights_only=True)
     assert all(int(s["step"]) == 12 for s in a["optimizer"]["state"].values())
 
 
@@ -311,3 +318,59 @@ def test_training_lowers_the_loss(sfd_runs):
         values = losses(sfd_runs[run])
         assert len(values) == 6
         assert sum(values[-2:]) < sum(values[:2]), (run, values)
+
+
+def test_sample_tool_uses_the_trained_nfe(sfd_runs, tmp_path):
+    from diffengine_distill.apis.sample import main
+    images = main([str(sfd_runs["sfd_v"]), "--num-images", "3", "--steps", "4",
+                   "--out", str(tmp_path)])
+    assert images.shape == (3, 1, 8, 8) and (tmp_path / "grid.png").is_file()
+    pipe = SamplerPipeline.from_pretrained(sfd_runs["sfd_v"] / "step6")
+    assert torch.equal(images, generate(pipe, range(3), 4, progress=False))
+    default = main([str(sfd_runs["full"] / "step6"), "--num-images", "2",
+                    "--out", str(tmp_path / "default")])
+    assert default.shape[0] == 2 and (tmp_path / "default" / "000001.png").is_file()
+
+
+def test_lpips_without_its_package_names_the_fallback():
+    try:
+        import lpips  # noqa: F401
+        pytest.skip("lpips is installed here")
+    except ImportError:
+        pass
+    from diffengine_distill.models.editors.sfd.sfd import build_lpips
+    with pytest.raises(ImportError, match="last_step_loss='l1'"):
+        build_lpips()
+
+
+def test_two_processes_match_one(tiny_teacher, tmp_path):
+    """2 CPU processes (gloo) with batch 8 each = 1 process with batch 16: the
+    noise is a function of the dataset index and the sampler shards indices."""
+    teacher = [f"model.unet.path={tiny_teacher}", f"model.scheduler.path={tiny_teacher}",
+               "train_cfg.max_iters=2", "model.use_step_condition=True"]
+    env = dict(OMP_NUM_THREADS="1")
+    mim_train("tests/configs/sfd_tiny.py", tmp_path / "one", "--cfg-options", *teacher,
+              "train_dataloader.batch_size=16", env=env)
+    proc = mim_train("tests/configs/sfd_tiny.py", tmp_path / "two", "--gpus", "2",
+                     "--launcher", "pytorch", "--cfg-options", *teacher,
+                     "train_dataloader.batch_size=8", env=env)
+    assert "Training finished" in proc.stdout
+    log = next((tmp_path / "two").glob("*/*.log")).read_text()
+    assert "Distributed training: True" in log and "GPU number: 2" in log
+    a = torch.load(tmp_path / "one" / "iter_2.pth", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "two" / "iter_2.pth", map_location="cpu", weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()  # no DDP "module." keys
+
+    def flat(tensors):
+        return torch.cat([t.float().flatten() for t in tensors])
+    # The all-reduced gradients (Adam's first moments) agree to fp32 precision.
+    m_a, m_b = (flat(s["exp_avg"] for s in c["optimizer"]["state"].values()) for c in (a, b))
+    assert (m_a - m_b).norm() < 1e-5 * m_a.norm()
+    # So do the weights, up to Adam's first steps being sign-like: a gradient
+    # within rounding of zero may step either way (a few of 45k entries).
+    keys = [k for k in a["state_dict"] if k.startswith("unet.")]
+    diff = flat(a["state_dict"][k] - b["state_dict"][k] for k in keys)
+    moved = flat(a["state_dict"][k] - a["state_dict"]["teacher_" + k] for k in keys
+                 if "class_embedding" not in k)
+    assert (diff.abs() > 1e-5).float().mean() < 0.01
+    assert diff.norm() < 0.02 * moved.norm()

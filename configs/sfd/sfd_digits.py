@@ -21,8 +21,9 @@ max_iters = total_kimg * 1000 // batch
 model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher))
 train_dataloader = dict(batch_size=batch)
 optim_wrapper = dict(optimizer=dict(lr=lr))
+# end is explicit so that a run stopped early and resumed keeps the schedule.
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
-                        gamma=0.1)]
+                        gamma=0.1, end=max_iters)]
 train_cfg = dict(max_iters=max_iters)
 
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=50))

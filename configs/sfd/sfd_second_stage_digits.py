@@ -17,6 +17,7 @@ model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher),
              # step. With `pip install lpips` and its weights cached, use "lpips".
              last_step_loss="l1")
 optim_wrapper = dict(optimizer=dict(lr=lr))
+# end is explicit so that a run stopped early and resumed keeps the schedule.
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
-                        gamma=0.1)]
+                        gamma=0.1, end=max_iters)]
 train_cfg = dict(max_iters=max_iters)

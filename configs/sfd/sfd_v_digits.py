@@ -9,6 +9,7 @@ batch = 128
 max_iters = total_kimg * 1000 // batch
 
 model = dict(use_step_condition=True, step_range=(4, 7))
+# end is explicit so that a run stopped early and resumed keeps the schedule.
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
-                        gamma=0.1)]
+                        gamma=0.1, end=max_iters)]
 train_cfg = dict(max_iters=max_iters)

@@ -114,4 +114,7 @@ def build_scheduler(cfg: dict | object, base_config: dict | None = None):
     unknown = sorted(k for k in cfg if k not in known and not k.startswith("_"))
     if unknown:
         raise ValueError(f"{kind} has no option(s) {unknown}; valid: {sorted(known)}.")
-    return cls.from_config(dict(base_config or {}), **cfg)
+    # Options of another scheduler class (DDIM's clip_sample for an SFDScheduler)
+    # would be saved into exports and warned about on every load.
+    base = {k: v for k, v in dict(base_config or {}).items() if k in known}
+    return cls.from_config(base, **cfg)

@@ -17,3 +17,6 @@ model = dict(
     use_step_condition=False,  # True: SFD-v, one model for several NFEs
     is_second_stage=False,     # True: distil a first-stage model to 1 NFE
 )
+# SFD updates inside its own train_step, which mmengine's default DDP wrapper
+# bypasses: wrap the trainable UNet alone (gradients still all-reduced).
+model_wrapper_cfg = dict(type="MMSeparateDistributedDataParallel")

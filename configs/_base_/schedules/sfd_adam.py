@@ -11,6 +11,7 @@ optim_wrapper = dict(
     type="GuardedOptimWrapper",  # skips NaN/Inf losses, stops after 5 in a row
     optimizer=dict(type="Adam", lr=lr, betas=(0.9, 0.999), eps=1e-8),
 )
+# end is explicit so that a run stopped early and resumed keeps the schedule.
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
-                        gamma=0.1)]
+                        gamma=0.1, end=max_iters)]
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters)

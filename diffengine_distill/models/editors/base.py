@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import DDIMPipeline
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, is_model_wrapper
 from torch import Tensor, nn
 
 from diffengine_distill.pipelines import SamplerPipeline
@@ -17,6 +17,24 @@ from ..diffusion import VPSchedule, check_prediction_type
 # because diffusers' defaults differ between schedulers.
 DEFAULT_SAMPLER = dict(type="DDIMScheduler", timestep_spacing="trailing",
                        set_alpha_to_one=True, clip_sample=False, steps_offset=0)
+
+
+def _wrapped_children(module, prefix):
+    return [f"{prefix}{name}." for name, child in module._modules.items()
+            if is_model_wrapper(child)]
+
+
+def _drop_wrapper_keys(module, state_dict, prefix, local_metadata):
+    for head in _wrapped_children(module, prefix):
+        for key in [k for k in state_dict if k.startswith(head + "module.")]:
+            state_dict[head + key[len(head) + 7:]] = state_dict.pop(key)
+
+
+def _add_wrapper_keys(module, state_dict, prefix, *args):
+    for head in _wrapped_children(module, prefix):
+        for key in [k for k in state_dict if k.startswith(head)
+                    and not k.startswith(head + "module.")]:
+            state_dict[head + "module." + key[len(head):]] = state_dict.pop(key)
 
 
 class BaseDiffusionModel(BaseModel):
@@ -54,19 +72,28 @@ class BaseDiffusionModel(BaseModel):
         self.scheduler = scheduler
         self.schedule = VPSchedule.from_scheduler(scheduler)
         self.sampler_cfg = {**DEFAULT_SAMPLER, **(sampler or {})}
+        # Checkpoints keep the same keys whether or not DDP wraps a sub-network
+        # (MMSeparateDistributedDataParallel), so runs resume across process counts.
+        self._register_state_dict_hook(_drop_wrapper_keys)
+        self._register_load_state_dict_pre_hook(_add_wrapper_keys, with_module=True)
 
     # -- conditioning --------------------------------------------------------
     @property
     def num_classes(self) -> int | None:
-        cfg = self.unet.config
+        cfg = self.bare_unet.config
         if getattr(cfg, "class_embed_type", None) is None and \
                 getattr(cfg, "num_class_embeds", None) is None:
             return None
         return cfg.num_class_embeds
 
+    @property
+    def bare_unet(self):
+        """The UNet itself, also when DDP wraps it (MMSeparateDistributedDataParallel)."""
+        return self.unet.module if is_model_wrapper(self.unet) else self.unet
+
     def check_batch(self, inputs: Tensor, data_samples: dict | None) -> Tensor | None:
         """Fail early on data the UNet cannot take; return its labels."""
-        channels = self.unet.config.in_channels
+        channels = self.bare_unet.config.in_channels
         if inputs.shape[1] != channels:
             fix = "color_type='grayscale'" if channels == 1 else "color_type='rgb'"
             raise ValueError(
@@ -111,7 +138,7 @@ class BaseDiffusionModel(BaseModel):
     def build_pipeline(self, unet=None):
         """The diffusers pipeline an export holds (shares this model's UNet):
         a stock DDIMPipeline where diffusers can reproduce the sampler."""
-        unet = self.unet if unet is None else unet
+        unet = self.bare_unet if unet is None else unet
         scheduler = self.export_scheduler()
         stock = self.num_classes is None and type(scheduler).__name__ == "DDIMScheduler"
         pipe = (DDIMPipeline if stock else SamplerPipeline)(unet=unet, scheduler=scheduler)
@@ -122,13 +149,14 @@ class BaseDiffusionModel(BaseModel):
     def sample(self, seeds, num_inference_steps: int, labels=None) -> Tensor:
         """Images in [-1, 1] through the export's own pipeline and sampler."""
         from diffengine_distill.apis.inference import generate
-        was_training = self.unet.training
-        self.unet.eval()
+        unet = self.bare_unet
+        was_training = unet.training
+        unet.eval()
         try:
             return generate(self.build_pipeline(), seeds, num_inference_steps,
                             labels=labels, progress=False)
         finally:
-            self.unet.train(was_training)
+            unet.train(was_training)
 
     def val_step(self, data) -> list[dict]:
         data = self.data_preprocessor(data, False)
