@@ -24,6 +24,28 @@ def mim_train(config, work_dir, *args, **kw):
                 "--work-dir", str(work_dir), *args], **kw)
 
 
+def kill_then_resume(config, work_dir, *options, when="iter_2.pth", timeout=600):
+    """Start ``mim train``, SIGKILL its whole process tree as soon as ``when``
+    appears in the work dir (mid-run, possibly mid-save), then ``--resume`` to
+    the end. Returns True when the kill landed before the run finished."""
+    import signal
+    import time
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
+    cmd = [osp.join(BIN, "mim"), "train", "diffengine_distill", config,
+           "--work-dir", str(work_dir), "--cfg-options", *options]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while not (work_dir / when).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    mim_train(config, work_dir, "--resume", "--cfg-options", *options)
+    return killed
+
+
 @pytest.fixture(scope="session")
 def root():
     return ROOT

@@ -177,3 +177,14 @@ def test_bad_plans_fail_before_training():
         tiny_pd(7)
     ProgressiveDistillationHook(end_steps=2, iters_per_stage=2).before_train(
         FakeRunner(tiny_pd(8), 4))  # a valid plan passes
+
+
+def test_sigkill_mid_stage_then_resume_matches(pd_runs, tiny_teacher, tmp_path):
+    from conftest import kill_then_resume
+    teacher = [f"model.unet.path={tiny_teacher}", f"model.scheduler.path={tiny_teacher}"]
+    assert kill_then_resume("tests/configs/pd_tiny.py", tmp_path, *teacher)
+    a = torch.load(pd_runs[0] / "iter_6.pth", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "iter_6.pth", map_location="cpu", weights_only=True)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert (tmp_path / "stage_2_2steps" / "model_index.json").is_file()

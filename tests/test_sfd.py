@@ -374,3 +374,13 @@ def test_two_processes_match_one(tiny_teacher, tmp_path):
                  if "class_embedding" not in k)
     assert (diff.abs() > 1e-5).float().mean() < 0.01
     assert diff.norm() < 0.02 * moved.norm()
+
+
+def test_sigkill_mid_run_then_resume_matches(sfd_runs, tiny_teacher, tmp_path):
+    from conftest import kill_then_resume
+    teacher = [f"model.unet.path={tiny_teacher}", f"model.scheduler.path={tiny_teacher}"]
+    assert kill_then_resume("tests/configs/sfd_tiny.py", tmp_path, *teacher)
+    a = torch.load(sfd_runs["full"] / "iter_6.pth", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "iter_6.pth", map_location="cpu", weights_only=True)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k

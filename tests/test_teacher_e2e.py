@@ -87,3 +87,14 @@ def test_exports_and_grids_written(teacher_runs):
     assert (full / "samples" / "step0.png").is_file()
     assert (full / "samples" / "step30.png").is_file()
     assert list(full.glob("*/vis_data/events.out.tfevents.*"))
+
+
+def test_sigkill_mid_run_then_resume_matches(teacher_runs, tmp_path):
+    from conftest import kill_then_resume
+    full = teacher_runs[0]
+    assert kill_then_resume("tests/configs/teacher_tiny.py", tmp_path,
+                            "train_cfg.max_iters=30", when="iter_10.pth")
+    a, b = state(full / "iter_30.pth"), state(tmp_path / "iter_30.pth")
+    for part in ("state_dict", "ema_state_dict"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
