@@ -92,7 +92,9 @@ class SFD(BaseDiffusionModel):
         if last_step_loss not in ("lpips", "l1"):
             raise ValueError(f"last_step_loss must be 'lpips' or 'l1', got {last_step_loss!r}.")
         self.last_step_loss = last_step_loss
-        self.lpips = build_lpips() if self.is_second_stage and last_step_loss == "lpips" else None
+        # A plain attribute, not a submodule: frozen weights stay out of checkpoints.
+        object.__setattr__(self, "lpips", build_lpips()
+                           if self.is_second_stage and last_step_loss == "lpips" else None)
 
         self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
         if self.use_step_condition and not self.is_second_stage:
