@@ -338,9 +338,9 @@ def test_lpips_without_its_package_names_the_fallback():
         pytest.skip("lpips is installed here")
     except ImportError:
         pass
-    from diffengine_distill.models.editors.sfd.sfd import build_lpips
+    from diffengine_distill.models.perceptual import build_lpips
     with pytest.raises(ImportError, match="last_step_loss='l1'"):
-        build_lpips()
+        build_lpips("last_step_loss", "model.last_step_loss='l1'")
 
 
 def test_two_processes_match_one(tiny_teacher, tmp_path):

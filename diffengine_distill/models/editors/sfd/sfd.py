@@ -11,6 +11,7 @@ from diffengine_distill.registry import MODELS
 from ...builders import build_scheduler
 from ...diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input, sigma_schedule
 from ...diffusion.solvers import check_solver, solve
+from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel
 from .step_condition import add_step_condition, step_labels
 
@@ -93,8 +94,11 @@ class SFD(BaseDiffusionModel):
             raise ValueError(f"last_step_loss must be 'lpips' or 'l1', got {last_step_loss!r}.")
         self.last_step_loss = last_step_loss
         # A plain attribute, not a submodule: frozen weights stay out of checkpoints.
-        object.__setattr__(self, "lpips", build_lpips()
-                           if self.is_second_stage and last_step_loss == "lpips" else None)
+        lpips = None
+        if self.is_second_stage and last_step_loss == "lpips":
+            lpips = build_lpips("last_step_loss",
+                                "model.last_step_loss='l1' (L1 alone on the last step)")
+        object.__setattr__(self, "lpips", lpips)
 
         self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
         if self.use_step_condition and not self.is_second_stage:
@@ -263,26 +267,3 @@ class SFD(BaseDiffusionModel):
             step_condition_size=self.step_condition_size, num_classes=self._num_classes),
             base_config=self.scheduler.config)
 
-
-def build_lpips():
-    """LPIPS (AlexNet) from the ``lpips`` package, with its weights already local."""
-    fix = ("or set model.last_step_loss='l1' (the documented fallback: L1 alone on the "
-           "last step).")
-    try:
-        import lpips
-    except ImportError as err:
-        raise ImportError("last_step_loss='lpips' needs the `lpips` package (pip install "
-                          f"lpips) with its AlexNet weights in the torch hub cache, {fix}") from err
-    try:
-        return lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
-    except Exception as err:  # noqa: BLE001 (download attempts fail in many ways offline)
-        raise RuntimeError(f"Could not build LPIPS ({err}): put the AlexNet weights in the "
-                           f"torch hub cache, {fix}") from err
-
-
-def lpips_distance(net, x: Tensor, y: Tensor) -> Tensor:
-    """LPIPS at 224 px as sfd-main; one-channel images are repeated to RGB."""
-    def prep(img):
-        img = img.repeat(1, 3, 1, 1) if img.shape[1] == 1 else img
-        return torch.nn.functional.interpolate(img, size=224, mode="bilinear")
-    return net.to(x.device)(prep(x), prep(y)).flatten()
