@@ -10,6 +10,7 @@ from mmengine.registry import FUNCTIONS as MMENGINE_FUNCTIONS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
@@ -17,7 +18,7 @@ from mmengine.registry import Registry
 
 __all__ = [
     "DATASETS", "DATA_SAMPLERS", "FUNCTIONS", "HOOKS", "MODELS", "MODEL_WRAPPERS",
-    "OPTIM_WRAPPERS", "PARAM_SCHEDULERS", "TRANSFORMS",
+    "OPTIM_WRAPPERS", "OPTIM_WRAPPER_CONSTRUCTORS", "PARAM_SCHEDULERS", "TRANSFORMS",
 ]
 
 SCOPE = "diffengine_distill"
@@ -38,6 +39,9 @@ DATA_SAMPLERS = Registry("data sampler", parent=MMENGINE_DATA_SAMPLERS,
                          scope=SCOPE, locations=["diffengine_distill.datasets"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", parent=MMENGINE_OPTIM_WRAPPERS,
                           scope=SCOPE, locations=["diffengine_distill.engine"])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    "optimizer wrapper constructor", parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, scope=SCOPE,
+    locations=["diffengine_distill.engine"])
 PARAM_SCHEDULERS = Registry("parameter scheduler",
                             parent=MMENGINE_PARAM_SCHEDULERS, scope=SCOPE,
                             locations=["diffengine_distill.engine"])

@@ -12,7 +12,8 @@ class DiffusionDataPreprocessor(BaseDataPreprocessor):
     float inputs (noise, latents) pass through unscaled.
 
     Output: ``dict(inputs=(B, C, H, W) float, data_samples=dict(labels=(B,)
-    long or None))``, the keyword arguments of the models' ``forward``.
+    long or None[, noise=(B, C, H, W)]))``, the keyword arguments of the
+    models' ``forward``; ``noise`` comes from noise-image pairs (DMD).
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:
@@ -27,4 +28,9 @@ class DiffusionDataPreprocessor(BaseDataPreprocessor):
             labels = None
         if labels is not None:
             labels = torch.as_tensor(labels, device=inputs.device).long()
-        return dict(inputs=inputs, data_samples=dict(labels=labels))
+        samples = dict(labels=labels)
+        noise = (data.get("data_samples") or {}).get("noise")
+        if noise is not None:
+            samples["noise"] = torch.stack(list(noise)).to(inputs) \
+                if isinstance(noise, (list, tuple)) else noise.to(inputs)
+        return dict(inputs=inputs, data_samples=samples)

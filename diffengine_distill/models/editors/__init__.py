@@ -1,6 +1,7 @@
 from .base import BaseDiffusionModel
 from .diffusion import DiffusionModel
+from .dmd import DMD
 from .progressive_distillation import ProgressiveDistillation
 from .sfd import SFD
 
-__all__ = ["BaseDiffusionModel", "DiffusionModel", "ProgressiveDistillation", "SFD"]
+__all__ = ["BaseDiffusionModel", "DiffusionModel", "DMD", "ProgressiveDistillation", "SFD"]
