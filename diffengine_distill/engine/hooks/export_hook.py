@@ -73,6 +73,6 @@ class DiffusersExportHook(Hook):
         export_pipeline(model.build_pipeline(), folder, dict(
             iteration=step, prediction_type=model.prediction_type,
             num_inference_steps=steps, ema=model is not getattr(runner.model, "module", runner.model),
-            config=osp.basename(runner.cfg.filename or "")))
+            config=osp.basename(runner.cfg.filename or ""), **model.export_metadata()))
         runner.logger.info(f"Exported diffusers pipeline to {folder}")
         return folder

@@ -135,6 +135,10 @@ class BaseDiffusionModel(BaseModel):
         return build_scheduler(dict(cfg, prediction_type=self.prediction_type),
                                base_config=self.scheduler.config)
 
+    def export_metadata(self) -> dict:
+        """Extra facts an export records in ``diffengine_distill.json``."""
+        return {}
+
     def build_pipeline(self, unet=None):
         """The diffusers pipeline an export holds (shares this model's UNet):
         a stock DDIMPipeline where diffusers can reproduce the sampler."""

@@ -34,6 +34,10 @@ class DiffusionModel(BaseDiffusionModel):
             raise ValueError("class_dropout_prob needs a class-conditional UNet.")
         self.class_dropout_prob = class_dropout_prob
 
+    def export_metadata(self) -> dict:
+        # The label trained as "no class": CFG and tools/make_pairs.py need it.
+        return dict(null_class=self.num_classes - 1) if self.class_dropout_prob else {}
+
     def sample_timesteps(self, n: int, device) -> Tensor:
         T = self.schedule.num_train_timesteps
         if self.continuous_time:

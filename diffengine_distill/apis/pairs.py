@@ -1,0 +1,143 @@
+"""The logic of ``tools/make_pairs.py``: a teacher's deterministic ODE samples
+with the noise that made them, in resumable shards (DMD's regression set)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+
+import torch
+from tqdm import tqdm
+
+from diffengine_distill.datasets.pairs import PAIRS_META, load_shard
+
+from .inference import export_metadata, find_export, generate, load_pipeline, parse_seeds
+
+SOLVERS = ("dpmpp", "ddim")
+
+
+def ode_scheduler(scheduler, solver: str):
+    """A deterministic ODE solver on the teacher's noise schedule, ending at x0."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    if solver == "dpmpp":
+        return DPMSolverMultistepScheduler.from_config(
+            scheduler.config, algorithm_type="dpmsolver++", solver_order=2,
+            lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing")
+    if solver == "ddim":
+        return DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing",
+                                         set_alpha_to_one=True, clip_sample=False)
+    raise ValueError(f"Unknown solver {solver!r}; use one of {SOLVERS}.")
+
+
+def pair_labels(seeds, num_classes: int | None) -> list[int] | None:
+    return None if not num_classes else [s % num_classes for s in seeds]
+
+
+def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str = "dpmpp",
+               shard_size: int = 1000, num_classes: int | None = None, batch_size: int = 64,
+               device: str = "cpu", progress: bool = True) -> dict:
+    """Write ``out/shard_<k>.safetensors`` for consecutive chunks of ``seeds``.
+
+    Shards already written with the same settings are kept, so a killed run
+    continues where it stopped; each shard is written to a temp file and
+    renamed. Noise of seed s is the pipeline's own draw (a CPU generator
+    seeded with s), so the pairs reproduce ``generate``.
+    """
+    from safetensors.torch import save_file
+
+    from diffengine_distill.pipelines import SamplerPipeline
+    seeds = [int(s) for s in seeds]
+    if not seeds or shard_size < 1 or num_steps < 1:
+        raise ValueError("Need at least one seed, shard_size >= 1 and num_steps >= 1.")
+    folder = find_export(teacher)
+    pipe = load_pipeline(folder, device=device)
+    classes = getattr(pipe.unet.config, "num_class_embeds", None)
+    if num_classes is None and classes:
+        # A teacher trained for CFG reserves its last class as the null label.
+        num_classes = export_metadata(folder).get("null_class") or classes
+    if num_classes and not classes:
+        raise ValueError(f"num_classes={num_classes} but the teacher at {folder!r} is "
+                         "unconditional: leave --num-classes out.")
+    pipe = SamplerPipeline(unet=pipe.unet, scheduler=ode_scheduler(pipe.scheduler, solver))
+    pipe.set_progress_bar_config(disable=True)
+    settings = dict(teacher=osp.abspath(folder), solver=solver, num_steps=num_steps,
+                    shard_size=shard_size, num_classes=num_classes,
+                    shape=[pipe.unet.config.in_channels, *_size(pipe.unet.config.sample_size)])
+    os.makedirs(out, exist_ok=True)
+    meta_file = osp.join(out, PAIRS_META)
+    meta = dict(settings, shards=[], seeds=[])
+    if osp.isfile(meta_file):
+        with open(meta_file) as f:
+            old = json.load(f)
+        changed = [k for k in settings if old.get(k) != settings[k]]
+        if changed:
+            raise ValueError(f"{out!r} holds pairs made with other settings ({changed}): "
+                             "use another --out, or delete the folder to start over.")
+        meta = old
+    chunks = [seeds[i:i + shard_size] for i in range(0, len(seeds), shard_size)]
+    bar = tqdm(total=len(seeds), disable=not progress, desc="pairs", unit="img")
+    for chunk in chunks:
+        name = f"shard_{chunk[0]:08d}.safetensors"
+        path = osp.join(out, name)
+        if name in meta["shards"] and _intact(path, len(chunk)):
+            bar.update(len(chunk))
+            continue
+        labels = pair_labels(chunk, num_classes)
+        images = generate(pipe, chunk, num_steps, labels=labels, batch_size=batch_size,
+                          progress=False)
+        shape = (1, *settings["shape"])
+        noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s))
+                           for s in chunk])
+        tensors = dict(noise=noise.contiguous(), images=images.float().contiguous(),
+                       seeds=torch.tensor(chunk))
+        if labels is not None:
+            tensors["labels"] = torch.tensor(labels)
+        save_file(tensors, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        if name not in meta["shards"]:
+            meta["shards"].append(name)
+            meta["seeds"].append([chunk[0], chunk[-1]])
+        _write_json(meta, meta_file)
+        bar.update(len(chunk))
+    bar.close()
+    return meta
+
+
+def _size(size) -> list[int]:
+    return [size, size] if isinstance(size, int) else list(size)
+
+
+def _intact(path: str, count: int) -> bool:
+    try:
+        return osp.isfile(path) and len(load_shard(path)["noise"]) == count
+    except Exception:  # noqa: BLE001 (a truncated file fails in several ways)
+        return False
+
+
+def _write_json(obj, path: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Noise-image pairs of a teacher's ODE, for "
+                                "DMD's regression loss (PairsDataset).")
+    p.add_argument("teacher", help="teacher export folder or its work dir")
+    p.add_argument("--out", required=True, help="pairs folder (rerun to resume)")
+    p.add_argument("--seeds", default="0-9999", help="e.g. 0-9999")
+    p.add_argument("--steps", type=int, default=64, help="ODE solver steps")
+    p.add_argument("--solver", choices=SOLVERS, default="dpmpp",
+                   help="dpmpp: DPM-Solver++(2M); ddim: deterministic DDIM")
+    p.add_argument("--shard-size", type=int, default=1000)
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="labels are seed %% N (default: the teacher's classes without "
+                   "its null class)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    meta = make_pairs(args.teacher, args.out, parse_seeds(args.seeds), args.steps, args.solver,
+                      args.shard_size, args.num_classes, args.batch_size, args.device)
+    print(f"{sum(b - a + 1 for a, b in meta['seeds'])} pairs in {len(meta['shards'])} "
+          f"shard(s) at {args.out}")
