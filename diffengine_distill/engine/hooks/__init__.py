@@ -1,6 +1,8 @@
+from .digits_metric_hook import DigitsMetricHook
 from .export_hook import DiffusersExportHook, export_pipeline
 from .progressive_distillation_hook import ProgressiveDistillationHook
 from .rng_state_hook import RNGStateHook
 from .visualization_hook import SampleVisualizationHook
 
-__all__ = ["DiffusersExportHook", "ProgressiveDistillationHook", "RNGStateHook", "SampleVisualizationHook", "export_pipeline"]
+__all__ = ["DiffusersExportHook", "DigitsMetricHook", "ProgressiveDistillationHook",
+           "RNGStateHook", "SampleVisualizationHook", "export_pipeline"]

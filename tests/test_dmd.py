@@ -1,0 +1,381 @@
+"""DMD and DMD2: the distribution-matching gradient and losses against closed
+forms, the update order of a training step, and tiny runs through mim with
+regression pairs from tools/make_pairs.py, resume and export reload."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+
+from conftest import kill_then_resume, mim_train, run
+from diffengine_distill.apis.inference import generate, load_pipeline
+from diffengine_distill.engine.optimizers import PerModuleOptimWrapperConstructor
+from diffengine_distill.models.diffusion import prediction_target, split_prediction
+from diffengine_distill.models.editors.dmd import DMD, dm_gradient, dm_loss
+from diffengine_distill.models.editors.dmd.dmd import generator_timesteps
+from diffengine_distill.registry import MODELS
+
+T = 1024
+UNET = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
+            layers_per_block=1, block_out_channels=(8, 16),
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4,
+            attention_head_dim=8, num_class_embeds=11)
+SCHEDULER = dict(type="DDPMScheduler", num_train_timesteps=T, beta_schedule="squaredcos_cap_v2",
+                 clip_sample=False)
+
+
+def build(**kwargs):
+    torch.manual_seed(0)
+    cfg = dict(unet=UNET, scheduler=SCHEDULER, prediction_type="v_prediction",
+               regression_weight=0.0)
+    model = DMD(**{**cfg, **kwargs})
+    with torch.no_grad():  # a critic that differs from the real score
+        for p in model.critic.unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def optim_wrappers(model):
+    cfg = dict(generator=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=0.1)),
+               critic=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=0.1)))
+    return PerModuleOptimWrapperConstructor(cfg)(model)
+
+
+def batch(n=4, labels=True, noise=False):
+    gen = torch.Generator().manual_seed(1)
+    data = dict(inputs=[torch.randint(0, 256, (1, 8, 8), generator=gen, dtype=torch.uint8)
+                        for _ in range(n)],
+                data_samples=dict(label=[i % 10 for i in range(n)] if labels else [None] * n))
+    if noise:
+        data["inputs"] = [x.float() / 127.5 - 1 for x in data["inputs"]]
+        data["data_samples"]["noise"] = [torch.randn(1, 8, 8, generator=gen) for _ in range(n)]
+    return data
+
+
+# -- the distribution-matching gradient ---------------------------------------------
+def test_dm_gradient_and_the_surrogate_loss_identity():
+    gen = torch.Generator().manual_seed(0)
+    x, real, fake = (torch.randn(3, 2, 4, 4, generator=gen, dtype=torch.float64)
+                     for _ in range(3))
+    grad = dm_gradient(x, real, fake)
+    for i in range(3):  # per-sample weight: mean |x - x0_real| of that sample
+        expected = (fake[i] - real[i]) / (x[i] - real[i]).abs().mean()
+        torch.testing.assert_close(grad[i], expected)
+    x = x.clone().requires_grad_(True)
+    dm_loss(x, grad).backward()
+    torch.testing.assert_close(x.grad, grad / x.numel(), rtol=1e-5, atol=1e-12)  # fp32 loss
+    # A sample equal to its real-score estimate has weight 0: zeroed, not NaN.
+    assert torch.isfinite(dm_gradient(real, real, fake)).all()
+
+
+def test_dm_loss_uses_the_real_and_fake_scores_on_noised_samples():
+    model = build()
+    labels = torch.tensor([1, 2, 3])
+    x = torch.randn(3, 1, 8, 8).requires_grad_(True)
+    torch.manual_seed(5)
+    loss, _ = model.distribution_matching_loss(x, labels)
+    loss.backward()
+    torch.manual_seed(5)  # the same draws, recomputed by hand
+    lo, hi = int(0.02 * T), int(0.98 * T)
+    t = torch.randint(lo, hi + 1, (3,))
+    noise = torch.randn(3, 1, 8, 8)
+    ab = torch.tensor([model.scheduler.alphas_cumprod[int(i)].item() for i in t]).double()
+    a, s = ab.sqrt().float().view(-1, 1, 1, 1), (1 - ab).sqrt().float().view(-1, 1, 1, 1)
+    z = a * x.detach() + s * noise
+    with torch.no_grad():
+        v_real = model.teacher_unet(z, t, class_labels=labels).sample
+        v_fake = model.critic.unet(z, t, class_labels=labels).sample
+    real, fake = a * z - s * v_real, a * z - s * v_fake  # x0 of a v-prediction
+    weight = (x.detach() - real).abs().mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(x.grad, (fake - real) / weight / x.numel(), rtol=1e-4, atol=1e-9)
+    assert lo >= 20 and hi <= 1003
+
+
+def test_real_score_guidance_is_cfg_on_x0():
+    model = build(real_guidance_scale=2.5)
+    z, t, labels = torch.randn(2, 1, 8, 8), torch.tensor([100, 700]), torch.tensor([3, 4])
+    cond = model.x0(model.teacher_unet(z, t, class_labels=labels).sample, z, t)
+    uncond = model.x0(model.teacher_unet(z, t, class_labels=torch.tensor([10, 10])).sample, z, t)
+    torch.testing.assert_close(model.real_x0(z, t, labels), uncond + 2.5 * (cond - uncond),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_critic_loss_is_the_eps_mse_on_detached_samples():
+    model = build()
+    x, labels = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(3)
+    loss = model.critic_losses(x, labels, None)["loss_critic"]
+    torch.manual_seed(3)
+    t = torch.randint(0, T, (4,))
+    noise = torch.randn_like(x)
+    a, s = (c.float().view(-1, 1, 1, 1) for c in model.schedule.alpha_sigma(t))
+    z = a * x + s * noise
+    v = model.critic.unet(z, t, class_labels=labels).sample
+    eps_hat = s * z + a * v
+    torch.testing.assert_close(loss, (eps_hat - noise).square().mean(), rtol=1e-4, atol=1e-7)
+
+
+def test_gan_head_gives_one_logit_per_image():
+    for size, blocks in ((8, (8, 16)), (32, (8, 16, 16, 16))):
+        unet = dict(UNET, sample_size=size, block_out_channels=blocks,
+                    down_block_types=("DownBlock2D",) * len(blocks),
+                    up_block_types=("UpBlock2D",) * len(blocks))
+        model = build(unet=unet, gan_critic_weight=1e-2)
+        out, logits = model.critic(torch.randn(3, 1, size, size), torch.tensor([1, 2, 3]),
+                                   torch.tensor([0, 1, 2]), with_logits=True)
+        assert out.shape == (3, 1, size, size) and logits.shape == (3,)
+
+
+# -- the training step -----------------------------------------------------------------
+def _grads(module):
+    return [p.grad for p in module.parameters()]
+
+
+def test_update_order_and_which_networks_get_gradients():
+    model = build(critic_updates_per_generator=2, gan_generator_weight=3e-3,
+                  gan_critic_weight=1e-2)
+    wrappers = optim_wrappers(model)
+    events = []
+
+    def spy(name, wrapper):
+        step = wrapper.step
+
+        def wrapped(**kw):
+            grads = dict(generator=_grads(model.unet), critic=_grads(model.critic),
+                         teacher=_grads(model.teacher_unet))
+            events.append((int(model.iteration), name, {k: all(g is not None for g in v)
+                                                        for k, v in grads.items()},
+                           {k: all(g is None for g in v) for k, v in grads.items()}))
+            return step(**kw)
+        wrapper.step = wrapped
+    for name in ("generator", "critic"):
+        spy(name, wrappers[name])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(3):
+        model.train_step(batch(), wrappers)
+    order = [(it, name) for it, name, *_ in events]
+    # TTUR 2: the generator steps on iterations 0 and 2, before that iteration's critic.
+    assert order == [(0, "generator"), (0, "critic"), (1, "critic"), (2, "generator"),
+                     (2, "critic")]
+    for _, name, has, none in events:
+        other = "critic" if name == "generator" else "generator"
+        assert has[name] and none[other] and none["teacher"], name
+    assert all(p.requires_grad for p in model.critic.parameters())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("teacher_unet"))
+    assert int(model.iteration) == 3
+
+
+def test_first_dm_gradient_is_zero_when_critic_equals_teacher():
+    model = DMD(unet=UNET, scheduler=SCHEDULER, prediction_type="v_prediction",
+                regression_weight=0.0)
+    out = model.train_step(batch(), optim_wrappers(model))
+    assert float(out["dm_grad_norm"]) == 0.0 and float(out["loss_critic"]) > 0
+
+
+def test_multi_step_generator_simulates_its_own_samples():
+    model = build(num_generator_steps=4)
+    assert model.timesteps == [1023, 767, 511, 255] == generator_timesteps(T, 4)
+    assert generator_timesteps(1000, 4) == [999, 749, 499, 249]  # DMD2's
+    other, seen = build(num_generator_steps=4), set()
+    for i in range(40):  # a function of (seed, iteration): every process draws alike
+        model.iteration.fill_(i)
+        other.iteration.fill_(i)
+        assert model.draw_step_index() == other.draw_step_index()
+        seen.add(model.draw_step_index())
+    assert seen == {0, 1, 2, 3}
+    # simulate(index=2): two no-grad generator steps, re-noised to t = 511.
+    noise, labels = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])
+    torch.manual_seed(9)
+    z = model.simulate(noise, labels, 2)
+    torch.manual_seed(9)
+    expected = noise
+    for j in range(2):
+        t = torch.full((2,), model.timesteps[j])
+        v = model.unet(expected, t, class_labels=labels).sample
+        a, s = (c.float() for c in model.schedule.alpha_sigma(model.timesteps[j]))
+        x0 = a * expected - s * v
+        ab = float(model.scheduler.alphas_cumprod[model.timesteps[j + 1]])
+        expected = ab ** 0.5 * x0 + (1 - ab) ** 0.5 * torch.randn_like(x0)
+    torch.testing.assert_close(z, expected, rtol=1e-5, atol=1e-6)
+    assert not z.requires_grad
+
+
+def test_regression_loss_uses_the_pairs():
+    model = build(regression_weight=0.25, regression_loss="l2")
+    wrappers = optim_wrappers(model)
+    data = batch(noise=True)
+    out = model.train_step(data, wrappers)
+    # 0.25 * MSE(G(noise), image) with the generator before the update:
+    fresh = build(regression_weight=0.25, regression_loss="l2")
+    pre = model.data_preprocessor(data, True)
+    noise, images = pre["data_samples"]["noise"], pre["inputs"]
+    labels = pre["data_samples"]["labels"]
+    with torch.no_grad():
+        t = torch.full((4,), T - 1)
+        v = fresh.unet(noise, t, class_labels=labels).sample
+        a, s = (c.float() for c in fresh.schedule.alpha_sigma(T - 1))
+        expected = 0.25 * F.mse_loss(a * noise - s * v, images)
+    torch.testing.assert_close(out["loss_regression"], expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(critic_updates_per_generator=0), "critic_updates_per_generator=0 must be"),
+    (dict(critic_updates_per_generator=1.5), "must be an integer >= 1"),
+    (dict(regression_weight=0.25, num_generator_steps=4), "set model.regression_weight=0"),
+    (dict(regression_weight=0.25, regression_loss="ssim"), "regression_loss must be one of"),
+    (dict(dm_t_range=(0.5, 0.2)), "dm_t_range"),
+    (dict(unet={k: v for k, v in UNET.items() if k != "num_class_embeds"},
+          real_guidance_scale=2.0), "unconditional: set model.real_guidance_scale=1"),
+])
+def test_bad_configs_fail_early(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build(**kwargs)
+
+
+def test_bad_data_fails_with_the_fix():
+    model = build(regression_weight=0.25, regression_loss="l2")
+    with pytest.raises(ValueError, match="tools/make_pairs.py"):
+        model.train_step(batch(), optim_wrappers(model))
+    with pytest.raises(ValueError, match="no labels"):
+        build().train_step(batch(labels=False), optim_wrappers(model))
+    wrong = batch(noise=True)
+    wrong["inputs"] = [torch.zeros(1, 16, 16) for _ in range(4)]
+    wrong["data_samples"]["noise"] = [torch.zeros(1, 16, 16) for _ in range(4)]
+    with pytest.raises(ValueError, match="16x16 but the teacher UNet samples 8x8"):
+        model.train_step(wrong, optim_wrappers(model))
+
+
+def test_pairs_dataset_errors(tmp_path):
+    from diffengine_distill.datasets import PairsDataset
+    with pytest.raises(FileNotFoundError, match="make_pairs.py"):
+        PairsDataset(str(tmp_path / "none"))
+
+
+# -- tools/make_pairs.py and tiny runs through mim ----------------------------------------
+@pytest.fixture(scope="module")
+def cond_teacher(tmp_path_factory):
+    """The tiny teacher with ten classes and a null class, trained 6 iterations."""
+    work = tmp_path_factory.mktemp("cond_teacher")
+    mim_train("tests/configs/teacher_tiny.py", work, "--cfg-options",
+              "model.unet.num_class_embeds=11", "model.class_dropout_prob=0.1")
+    return work / "step6"
+
+
+@pytest.fixture(scope="module")
+def pairs(cond_teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs")
+    run(["python", "tools/make_pairs.py", str(cond_teacher), "--out", str(out),
+         "--seeds", "0-39", "--steps", "8", "--shard-size", "16"])
+    return out
+
+
+def test_make_pairs_reproduces_the_teacher_and_resumes(cond_teacher, pairs, tmp_path):
+    from diffengine_distill.apis.pairs import make_pairs, ode_scheduler
+    from diffengine_distill.datasets import PairsDataset
+    from diffengine_distill.pipelines import SamplerPipeline
+    meta = json.loads((pairs / "pairs.json").read_text())
+    assert meta["num_classes"] == 10 and meta["seeds"] == [[0, 15], [16, 31], [32, 39]]
+    data = PairsDataset(str(pairs))
+    assert len(data) == 40 and data[13]["data_samples"]["label"] == 3
+    teacher = load_pipeline(cond_teacher)
+    pipe = SamplerPipeline(unet=teacher.unet, scheduler=ode_scheduler(teacher.scheduler, "dpmpp"))
+    images = generate(pipe, [13, 37], 8, labels=[3, 7], progress=False)
+    torch.testing.assert_close(torch.stack([data[13]["inputs"], data[37]["inputs"]]), images)
+    noise = torch.randn((1, 1, 8, 8), generator=torch.Generator().manual_seed(37))[0]
+    assert torch.equal(data[37]["data_samples"]["noise"], noise)
+    # Resume: a truncated shard is redone, intact ones are kept bit for bit.
+    import shutil
+    copy = tmp_path / "pairs"
+    shutil.copytree(pairs, copy)
+    (copy / "shard_00000016.safetensors").write_bytes(b"truncated")
+    kept = (copy / "shard_00000000.safetensors").stat().st_mtime_ns
+    make_pairs(str(cond_teacher), str(copy), range(40), 8, shard_size=16, progress=False)
+    assert (copy / "shard_00000000.safetensors").stat().st_mtime_ns == kept
+    for name in meta["shards"]:
+        assert (copy / name).read_bytes() == (pairs / name).read_bytes()
+    with pytest.raises(ValueError, match="other settings"):
+        make_pairs(str(cond_teacher), str(copy), range(40), 16, shard_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def dmd_runs(cond_teacher, pairs, tmp_path_factory):
+    base = tmp_path_factory.mktemp("dmd")
+    teacher = [f"model.unet.path={cond_teacher}", f"model.scheduler.path={cond_teacher}"]
+    dmd = [*teacher, f"train_dataloader.dataset.path={pairs}"]
+    mim_train("tests/configs/dmd_tiny.py", base / "dmd", "--cfg-options", *dmd)
+    mim_train("tests/configs/dmd_tiny.py", base / "dmd_long", "--cfg-options", *dmd,
+              "train_cfg.max_iters=30", "optim_wrapper.generator.optimizer.lr=1e-3")
+    dmd2 = [*teacher, "model.num_generator_steps=4"]
+    mim_train("tests/configs/dmd2_tiny.py", base / "dmd2", "--cfg-options", *dmd2)
+    return dict(base=base, dmd=dmd, dmd2=dmd2)
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("name, config", [("dmd", "dmd_tiny"), ("dmd2", "dmd2_tiny")])
+def test_sigkill_mid_run_then_resume_matches(dmd_runs, name, config, tmp_path):
+    assert kill_then_resume(f"tests/configs/{config}.py", tmp_path, *dmd_runs[name])
+    a, b = _state(dmd_runs["base"] / name / "iter_6.pth"), _state(tmp_path / "iter_6.pth")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    assert set(a["optimizer"]) >= {"generator", "critic"}
+
+
+@pytest.mark.parametrize("name, config, steps", [("dmd", "dmd_tiny", 1),
+                                                 ("dmd2", "dmd2_tiny", 4)])
+def test_export_reloads_and_samples_as_trained(dmd_runs, root, name, config, steps):
+    work = dmd_runs["base"] / name
+    cfg = Config.fromfile(f"{root}/tests/configs/{config}.py")
+    cfg.model.unet.path = cfg.model.scheduler.path = str(work / "step6")
+    cfg.model.update(num_generator_steps=steps, regression_weight=0.0)
+    model = MODELS.build(cfg.model)
+    sd = _state(work / "iter_6.pth")["state_dict"]
+    model.load_state_dict(sd)
+    pipe = load_pipeline(work / "step6")
+    expected = "DDIMScheduler" if steps == 1 else "LCMScheduler"
+    assert type(pipe.scheduler).__name__ == expected
+    seeds, labels = list(range(6)), [3, 1, 4, 1, 5, 9]
+    images = generate(pipe, seeds, steps, labels=labels, progress=False)
+    trained = model.student_sample(seeds, labels).clamp(-1, 1)
+    assert (images - trained).abs().max() < 1e-5
+    # The export's UNet is the trained generator, bit for bit.
+    for k, v in pipe.unet.state_dict().items():
+        assert torch.equal(v, sd["unet." + k]), k
+
+
+def test_training_lowers_the_regression_loss(dmd_runs):
+    logs = sorted((dmd_runs["base"] / "dmd_long").glob("*/vis_data/scalars.json"))
+    values = [json.loads(line)["loss_regression"] for line in logs[-1].read_text().splitlines()
+              if "loss_regression" in line]
+    assert len(values) == 30
+    assert sum(values[-5:]) < 0.8 * sum(values[:5]), values
+
+
+def test_sample_grid_and_tensorboard_curves(dmd_runs):
+    work = dmd_runs["base"] / "dmd2"
+    assert (work / "samples" / "step6.png").is_file()
+    events = list(work.rglob("events.out.tfevents*"))
+    assert events and sum(e.stat().st_size for e in events) > 1000
+
+
+def test_two_processes_train_in_sync_and_resume_on_one(dmd_runs, tmp_path):
+    """DMD2 (TTUR, GAN head) under DDP: 2 CPU processes (gloo) finish in step;
+    the checkpoint has the 1-process keys, so one process resumes it."""
+    env = dict(OMP_NUM_THREADS="1")
+    two = tmp_path / "two"
+    proc = mim_train("tests/configs/dmd2_tiny.py", two, "--gpus", "2", "--launcher", "pytorch",
+                     "--cfg-options", *dmd_runs["dmd2"], "train_cfg.max_iters=4", env=env)
+    assert "Training finished" in proc.stdout or (two / "iter_4.pth").is_file()
+    log = next(two.glob("*/*.log")).read_text()
+    assert "Distributed training: True" in log
+    one = _state(dmd_runs["base"] / "dmd2" / "iter_6.pth")
+    ddp = _state(two / "iter_4.pth")
+    assert ddp["state_dict"].keys() == one["state_dict"].keys()
+    mim_train("tests/configs/dmd2_tiny.py", two, "--resume", "--cfg-options", *dmd_runs["dmd2"],
+              env=env)
+    assert int(_state(two / "iter_6.pth")["state_dict"]["iteration"]) == 6
