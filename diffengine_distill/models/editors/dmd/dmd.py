@@ -290,7 +290,8 @@ class DMD(BaseDiffusionModel):
                              f"{tuple(images.shape)} differ in shape: remake the pairs.")
         n = images.shape[0]
         index = self.draw_step_index()
-        z = self.simulate(torch.randn_like(images), labels, index)
+        with optim_wrapper["generator"].optim_context(self.unet):
+            z = self.simulate(torch.randn_like(images), labels, index)
         regress = bool(self.regression_weight)
         if regress:  # one generator call (one DDP forward) for both batches
             z = torch.cat([z, ref_noise])
@@ -306,7 +307,7 @@ class DMD(BaseDiffusionModel):
             gen_optim.update_params(sum(losses.values()))
             log.update(losses, **stats)
         else:
-            with torch.no_grad():
+            with torch.no_grad(), optim_wrapper["generator"].optim_context(self.unet):
                 x = self.generator_x0(self.unet, z[:n], self.timesteps[index], labels)
         critic_optim = optim_wrapper["critic"]
         with critic_optim.optim_context(self.critic):

@@ -222,7 +222,8 @@ class SFD(BaseDiffusionModel):
         noise = data["inputs"]
         labels = self.check_batch(noise, data["data_samples"])
         num_steps, M = self.draw_num_steps()
-        targets = self.teacher_targets(noise, labels, num_steps, M)
+        with optim_wrapper.optim_context(self):  # the teacher in bf16 too under --amp
+            targets = self.teacher_targets(noise, labels, num_steps, M)
         sig = self.sigmas(num_steps)
         x = noise * sig[0].to(noise.dtype)
         losses = []
