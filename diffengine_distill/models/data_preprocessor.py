@@ -12,8 +12,9 @@ class DiffusionDataPreprocessor(BaseDataPreprocessor):
     float inputs (noise, latents) pass through unscaled.
 
     Output: ``dict(inputs=(B, C, H, W) float, data_samples=dict(labels=(B,)
-    long or None[, noise=(B, C, H, W)]))``, the keyword arguments of the
-    models' ``forward``; ``noise`` comes from noise-image pairs (DMD).
+    long or None[, indices=(B,) dataset indices][, noise=(B, C, H, W)]))``,
+    the keyword arguments of the models' ``forward``; ``indices`` key
+    per-sample noise, ``noise`` comes from noise-image pairs (DMD).
     """
 
     def forward(self, data: dict, training: bool = False) -> dict:
@@ -29,6 +30,9 @@ class DiffusionDataPreprocessor(BaseDataPreprocessor):
         if labels is not None:
             labels = torch.as_tensor(labels, device=inputs.device).long()
         samples = dict(labels=labels)
+        indices = (data.get("data_samples") or {}).get("index")
+        if indices is not None and all(i is not None for i in indices):
+            samples["indices"] = torch.as_tensor(list(indices)).long()
         noise = (data.get("data_samples") or {}).get("noise")
         if noise is not None:
             samples["noise"] = torch.stack(list(noise)).to(inputs) \

@@ -43,4 +43,6 @@ class PackInputs(BaseTransform):
         if img.ndim == 2:
             img = img[..., None]
         inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        return dict(inputs=inputs, data_samples=dict(label=results.get("gt_label")))
+        # The dataset index keys per-sample noise (identical under any process count).
+        return dict(inputs=inputs, data_samples=dict(label=results.get("gt_label"),
+                                                     index=results.get("sample_idx")))

@@ -8,6 +8,7 @@ from diffengine_distill.registry import MODELS
 
 from ...diffusion import ddim_step, prediction_target
 from ..base import BaseDiffusionModel
+from ..sample_rng import batch_rng
 
 
 @MODELS.register_module()
@@ -22,27 +23,30 @@ class DiffusionModel(BaseDiffusionModel):
         class_dropout_prob: with a class-conditional UNet, replace the label by
             the null class ``num_class_embeds - 1`` with this probability
             (classifier-free guidance); 0 disables it.
+        noise_seed: seeds the per-sample draws (noise, t, label dropout) of
+            batches that carry dataset indices (see ``sample_rng``).
         Other arguments: see ``BaseDiffusionModel``.
     """
 
     def __init__(self, *args, loss: dict | None = None, continuous_time: bool = False,
-                 class_dropout_prob: float = 0.0, **kwargs):
+                 class_dropout_prob: float = 0.0, noise_seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss = MODELS.build(loss or dict(type="DiffusionLoss"))
         self.continuous_time = continuous_time
         if class_dropout_prob and self.num_classes is None:
             raise ValueError("class_dropout_prob needs a class-conditional UNet.")
         self.class_dropout_prob = class_dropout_prob
+        self.noise_seed = int(noise_seed)
 
     def export_metadata(self) -> dict:
         # The label trained as "no class": CFG and tools/make_pairs.py need it.
         return dict(null_class=self.num_classes - 1) if self.class_dropout_prob else {}
 
-    def sample_timesteps(self, n: int, device) -> Tensor:
+    def sample_timesteps(self, rng) -> Tensor:
         T = self.schedule.num_train_timesteps
         if self.continuous_time:
-            return torch.rand(n, device=device, dtype=torch.float64) * (T - 1)
-        return torch.randint(0, T, (n,), device=device)
+            return rng.rand() * (T - 1)
+        return rng.randint(0, T)
 
     def forward(self, inputs: Tensor, data_samples: dict | None = None,
                 mode: str = "loss"):
@@ -50,12 +54,13 @@ class DiffusionModel(BaseDiffusionModel):
             raise ValueError(f"{type(self).__name__}.forward supports mode='loss'; "
                              "use sample() or val_step() to generate.")
         labels = self.check_batch(inputs, data_samples)
-        if labels is not None and self.class_dropout_prob > 0:
-            drop = torch.rand(labels.shape, device=labels.device) < self.class_dropout_prob
-            labels = labels.masked_fill(drop, self.num_classes - 1)
         x0 = inputs.float()
-        noise = torch.randn_like(x0)
-        t = self.sample_timesteps(x0.shape[0], x0.device)
+        rng = batch_rng(data_samples, x0.shape[0], self.noise_seed, x0.device)
+        if labels is not None and self.class_dropout_prob > 0:
+            drop = rng.rand() < self.class_dropout_prob
+            labels = labels.masked_fill(drop, self.num_classes - 1)
+        t = self.sample_timesteps(rng)
+        noise = rng.randn(*x0.shape[1:]).to(x0)
         alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(t))
         z = ddim_step(x0, noise, alpha, sigma)  # forward diffusion is a DDIM step
         t_in = t.float() if self.continuous_time else t

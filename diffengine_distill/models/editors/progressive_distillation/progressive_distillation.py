@@ -10,6 +10,7 @@ from diffengine_distill.registry import MODELS
 
 from ...diffusion import check_prediction_type, ddim_step, prediction_target
 from ..base import BaseDiffusionModel
+from ..sample_rng import batch_rng
 from .pd_target import pd_target, student_grid
 
 
@@ -35,7 +36,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
     exact_grid = True
 
     def __init__(self, *args, teacher_steps: int, student_prediction_type: str = "v_prediction",
-                 loss: dict | None = None, **kwargs):
+                 loss: dict | None = None, noise_seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         T = self.schedule.num_train_timesteps
         if teacher_steps < 2 or teacher_steps % 2:
@@ -50,6 +51,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
                              "'v_prediction' or 'sample' as in the paper.")
         self.teacher_type = self.prediction_type
         self.prediction_type = student_prediction_type
+        self.noise_seed = int(noise_seed)
         self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
         self.loss = MODELS.build(loss or dict(type="DiffusionLoss", weighting="truncated_snr"))
         # Persistent so that checkpoints carry the stage.
@@ -74,10 +76,11 @@ class ProgressiveDistillation(BaseDiffusionModel):
         labels = self.check_batch(inputs, data_samples)
         x0 = inputs.float()
         n = int(self.student_steps)
-        index = torch.randint(1, n + 1, (x0.shape[0],), device=x0.device)
+        rng = batch_rng(data_samples, x0.shape[0], self.noise_seed, x0.device)
+        index = rng.randint(1, n + 1)
         t, t_mid, s = student_grid(self.schedule.num_train_timesteps, n, index)
         alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(t))
-        z_t = ddim_step(x0, torch.randn_like(x0), alpha, sigma)
+        z_t = ddim_step(x0, rng.randn(*x0.shape[1:]).to(x0), alpha, sigma)
 
         def teacher(z, time):
             return self.unet_forward(self.teacher_unet, z.to(x0.dtype), time.float(), labels)
