@@ -11,7 +11,7 @@ BIN = osp.dirname(sys.executable)
 
 def run(cmd, cwd=ROOT, env=None, check=True):
     """Run a command with this interpreter's environment; show its output on failure."""
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"], **(env or {}))
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
@@ -44,6 +44,33 @@ def kill_then_resume(config, work_dir, *options, when="iter_2.pth", timeout=600)
     proc.wait()
     mim_train(config, work_dir, "--resume", "--cfg-options", *options)
     return killed
+
+
+def assert_same_training(one, two, trained_prefix="unet."):
+    """Two checkpoints of the same run under different process counts: the
+    all-reduced gradients (Adam's first moments) agree to fp32 precision; so
+    do the weights, up to Adam's sign-like first steps on gradients within
+    rounding of zero (a few entries may step either way)."""
+    import torch
+
+    import diffengine_distill  # noqa: F401  (allow-lists mmengine's types for torch.load)
+    a = torch.load(one, map_location="cpu", weights_only=True)
+    b = torch.load(two, map_location="cpu", weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()  # no DDP "module." keys
+
+    def flat(tensors):
+        return torch.cat([t.float().flatten() for t in tensors])
+    m_a, m_b = (flat(s["exp_avg"] for s in c["optimizer"]["state"].values()) for c in (a, b))
+    assert (m_a - m_b).norm() < 1e-5 * m_a.norm()
+    keys = [k for k in a["state_dict"] if k.startswith(trained_prefix)]
+    diff = flat(a["state_dict"][k] - b["state_dict"][k] for k in keys)
+    moved = flat(a["state_dict"][k] - a["state_dict"]["teacher_" + k] for k in keys
+                 if "class_embedding" not in k) if "teacher_" + keys[0] in a["state_dict"] \
+        else None
+    assert (diff.abs() > 1e-5).float().mean() < 0.01
+    if moved is not None:
+        assert diff.norm() < 0.02 * moved.norm()
+    return a, b
 
 
 @pytest.fixture(scope="session")

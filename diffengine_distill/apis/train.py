@@ -137,10 +137,25 @@ def setup_cpu_distributed(cfg) -> None:
     import torch.distributed as dist
     if cfg.launcher == "none" or torch.cuda.is_available() or dist.is_initialized():
         return
+    if cfg.launcher == "slurm":
+        slurm_environment()
     dist.init_process_group(backend="gloo")
     cfg.env_cfg = dict(cfg.get("env_cfg", {}), dist_cfg=dict(backend="gloo"))
     wrapper = dict(cfg.get("model_wrapper_cfg") or dict(type="MMDistributedDataParallel"))
     cfg.model_wrapper_cfg = dict(wrapper, device_ids=None)
+
+
+def slurm_environment() -> None:
+    """torch.distributed's variables from srun's, as mmengine's slurm launcher
+    sets them (it also picks a CUDA device, which a CPU run has none of)."""
+    import subprocess
+    nodes = os.environ["SLURM_NODELIST"]
+    addr = subprocess.getoutput(f"scontrol show hostname {nodes} | head -n1").strip()
+    os.environ.setdefault("MASTER_ADDR", addr or "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
 
 
 def main(argv=None):
