@@ -172,7 +172,9 @@ def test_first_dm_gradient_is_zero_when_critic_equals_teacher():
     model = DMD(unet=UNET, scheduler=SCHEDULER, prediction_type="v_prediction",
                 regression_weight=0.0)
     out = model.train_step(batch(), optim_wrappers(model))
-    assert float(out["dm_grad_norm"]) == 0.0 and float(out["loss_critic"]) > 0
+    # Zero up to float rounding (copies of one network; multithreaded kernels
+    # may round differently): a perturbed critic gives ~0.1.
+    assert float(out["dm_grad_norm"]) < 1e-4 and float(out["loss_critic"]) > 0
 
 
 def test_multi_step_generator_simulates_its_own_samples():
@@ -379,3 +381,12 @@ def test_two_processes_train_in_sync_and_resume_on_one(dmd_runs, tmp_path):
     mim_train("tests/configs/dmd2_tiny.py", two, "--resume", "--cfg-options", *dmd_runs["dmd2"],
               env=env)
     assert int(_state(two / "iter_6.pth")["state_dict"]["iteration"]) == 6
+
+
+def test_make_pairs_refuses_labels_for_an_unconditional_teacher(tiny_teacher, tmp_path):
+    from diffengine_distill.apis.pairs import make_pairs
+    with pytest.raises(ValueError, match="unconditional: leave --num-classes out"):
+        make_pairs(str(tiny_teacher), str(tmp_path), range(4), 2, num_classes=10,
+                   progress=False)
+    meta = make_pairs(str(tiny_teacher), str(tmp_path / "ok"), range(4), 2, progress=False)
+    assert meta["num_classes"] is None
