@@ -74,10 +74,20 @@ def pipeline_classes(pipe) -> int | None:
 
 @torch.no_grad()
 def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int = 64,
-             eta: float = 0.0, progress: bool = True) -> torch.Tensor:
-    """Images in [-1, 1], one generator per seed (image i is reproducible alone)."""
+             eta: float = 0.0, progress: bool = True, prompts=None,
+             guidance_scale: float | None = None) -> torch.Tensor:
+    """Images in [-1, 1], one generator per seed (image i is reproducible alone).
+
+    Text-to-image pipelines take ``prompts`` (one per seed, or one for all;
+    default "") and ``guidance_scale`` (default: the pipeline's).
+    """
     seeds = [int(s) for s in seeds]
-    conditional = pipeline_classes(pipe) is not None
+    text = hasattr(pipe, "tokenizer")
+    if text:
+        prompts = [""] if prompts is None else [prompts] if isinstance(prompts, str) \
+            else list(prompts)
+        prompts = (prompts * len(seeds))[:len(seeds)] if len(prompts) == 1 else prompts
+    conditional = not text and pipeline_classes(pipe) is not None
     if conditional and labels is None:
         labels = [s % 10 for s in seeds]
     out = []
@@ -87,7 +97,11 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
         gens = [torch.Generator("cpu").manual_seed(s) for s in chunk]
         kwargs = dict(generator=gens, num_inference_steps=num_inference_steps,
                       output_type="pt", eta=eta)
-        if conditional:
+        if text:
+            kwargs["prompt"] = prompts[start:start + batch_size]
+            if guidance_scale is not None:
+                kwargs["guidance_scale"] = guidance_scale
+        elif conditional:
             kwargs["class_labels"] = labels[start:start + batch_size]
         else:
             kwargs["batch_size"] = len(chunk)

@@ -17,15 +17,21 @@ METADATA_FILE = "diffengine_distill.json"
 
 
 def export_pipeline(pipe, folder: str, metadata: dict | None = None) -> str:
-    """``pipe.save_pretrained`` into a temp folder, then rename over ``folder``.
+    """``pipe.save_pretrained`` into ``folder``, atomically (see ``write_atomically``)."""
+    return write_atomically(lambda tmp: pipe.save_pretrained(tmp, safe_serialization=True),
+                            folder, metadata)
 
-    A killed run leaves a ``.tmp`` folder behind, never a half-written export.
-    """
+
+def write_atomically(save, folder: str, metadata: dict | None = None) -> str:
+    """``save(tmp)`` into a temp folder, add the metadata, then rename over
+    ``folder``: a killed run leaves a ``.tmp`` folder behind, never a
+    half-written export."""
     folder = osp.abspath(folder)
     tmp, old = folder + ".tmp", folder + ".old"
     for stale in (tmp, old):
         shutil.rmtree(stale, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
+    os.makedirs(tmp)
+    save(tmp)
     with open(osp.join(tmp, METADATA_FILE), "w") as f:
         json.dump(metadata or {}, f, indent=2)
     if osp.exists(folder):
@@ -70,9 +76,13 @@ class DiffusersExportHook(Hook):
         model = exported_model(runner, self.use_ema)
         folder = osp.join(runner.work_dir, f"step{step}")
         steps = self.num_inference_steps or model.default_steps
-        export_pipeline(model.build_pipeline(), folder, dict(
+        metadata = dict(
             iteration=step, prediction_type=model.prediction_type,
             num_inference_steps=steps, ema=model is not getattr(runner.model, "module", runner.model),
-            config=osp.basename(runner.cfg.filename or ""), **model.export_metadata()))
+            config=osp.basename(runner.cfg.filename or ""), **model.export_metadata())
+        if model.lora_config is not None:  # adapters only, not a copy of the base model
+            write_atomically(model.save_lora, folder, metadata)
+        else:
+            export_pipeline(model.build_pipeline(), folder, metadata)
         runner.logger.info(f"Exported diffusers pipeline to {folder}")
         return folder

@@ -24,11 +24,12 @@ class SampleVisualizationHook(Hook):
 
     def __init__(self, interval: int = 1000, num_images: int = 64,
                  num_inference_steps: int | None = None, seed: int = 0,
-                 use_ema: bool = True, scale: int = 4):
+                 use_ema: bool = True, scale: int = 4, prompts=None):
         if interval <= 0:
             raise ValueError(f"SampleVisualizationHook: interval must be > 0, got {interval}")
         self.interval, self.num_images, self.seed = interval, num_images, seed
         self.num_inference_steps, self.use_ema, self.scale = num_inference_steps, use_ema, scale
+        self.prompts = prompts  # text-to-image models: one per image, or one for all
 
     def before_train(self, runner):
         self.visualize(runner)
@@ -44,7 +45,9 @@ class SampleVisualizationHook(Hook):
         model = exported_model(runner, self.use_ema)
         steps = self.num_inference_steps or model.default_steps
         state = torch.random.get_rng_state()  # sampling must not shift training noise
-        images = model.sample(range(self.seed, self.seed + self.num_images), steps)
+        seeds = range(self.seed, self.seed + self.num_images)
+        images = model.sample(seeds, steps, prompts=self.prompts) if self.prompts \
+            else model.sample(seeds, steps)
         torch.random.set_rng_state(state)
         grid = make_grid(images)
         save_image(grid, osp.join(runner.work_dir, "samples", f"step{step}.png"), self.scale)

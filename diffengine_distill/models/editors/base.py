@@ -37,6 +37,32 @@ def _add_wrapper_keys(module, state_dict, prefix, *args):
             state_dict[head + "module." + key[len(head):]] = state_dict.pop(key)
 
 
+def _drop_frozen_unet(module, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + "unet.") and "lora_" not in k]:
+        del state_dict[key]
+
+
+def _ignore_missing_frozen_unet(module, incompatible):
+    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
+                                    if not (k.startswith("unet.") and "lora_" not in k)]
+
+
+def add_lora(unet, options: dict):
+    """Freeze ``unet`` and add PEFT LoRA adapters ("default") to it."""
+    from peft import LoraConfig
+    config = LoraConfig(**options)
+    unet.requires_grad_(False)
+    try:
+        unet.add_adapter(config)
+    except ValueError as err:
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in unet.named_modules()
+                        if isinstance(m, (nn.Linear, nn.Conv2d))})
+        raise ValueError(f"LoRA target_modules={options.get('target_modules')} not found in "
+                         f"{type(unet).__name__} ({err}); its Linear/Conv2d module names "
+                         f"end in {names}.") from err
+    return config
+
+
 class BaseDiffusionModel(BaseModel):
     """A diffusers UNet + scheduler pair that knows how to sample and export.
 
@@ -50,20 +76,31 @@ class BaseDiffusionModel(BaseModel):
         prediction_type: overrides the scheduler's (epsilon | v_prediction |
             sample); it is written into every export.
         sampler: DDIM options of the in-training sampler and of the export.
-        data_preprocessor: defaults to ``DiffusionDataPreprocessor``.
+        data_preprocessor: defaults to ``DiffusionDataPreprocessor``;
+            ``StableDiffusionDataPreprocessor`` for latent text-to-image models.
+        lora_config: PEFT ``LoraConfig`` options: train LoRA adapters on the
+            frozen UNet instead of the UNet itself.
     """
 
     exact_grid = False
 
     def __init__(self, unet, scheduler: dict, prediction_type: str | None = None,
                  sampler: dict | None = None, data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None):
+                 lora_config: dict | None = None, init_cfg: dict | None = None):
         # Built from our registry so the model also builds outside a Runner.
         if not isinstance(data_preprocessor, nn.Module):
             data_preprocessor = MODELS.build(
                 data_preprocessor or dict(type="DiffusionDataPreprocessor"))
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.unet = build_unet(unet)
+        if hasattr(self.data_preprocessor, "check_unet"):
+            self.data_preprocessor.check_unet(self.unet)
+        self.lora_config = None
+        if lora_config:
+            self.lora_config = add_lora(self.unet, lora_config)
+            # The frozen base UNet reloads from its path: checkpoints keep the adapters.
+            self._register_state_dict_hook(_drop_frozen_unet)
+            self.register_load_state_dict_post_hook(_ignore_missing_frozen_unet)
         scheduler = build_scheduler(scheduler)
         if prediction_type is not None:
             scheduler = scheduler.from_config(
@@ -91,8 +128,9 @@ class BaseDiffusionModel(BaseModel):
         """The UNet itself, also when DDP wraps it (MMSeparateDistributedDataParallel)."""
         return self.unet.module if is_model_wrapper(self.unet) else self.unet
 
-    def check_batch(self, inputs: Tensor, data_samples: dict | None) -> Tensor | None:
-        """Fail early on data the UNet cannot take; return its labels."""
+    def check_batch(self, inputs: Tensor, data_samples: dict | None):
+        """Fail early on data the UNet cannot take; return its conditioning:
+        class labels, a dict of UNet keyword arguments (text), or None."""
         channels = self.bare_unet.config.in_channels
         if inputs.shape[1] != channels:
             fix = "color_type='grayscale'" if channels == 1 else "color_type='rgb'"
@@ -100,6 +138,8 @@ class BaseDiffusionModel(BaseModel):
                 f"The data has {inputs.shape[1]} channel(s) but the UNet takes {channels}: "
                 f"load images with LoadImage({fix}) or use a UNet with "
                 f"in_channels={inputs.shape[1]}.")
+        if (data_samples or {}).get("cond") is not None:
+            return data_samples["cond"]
         labels = (data_samples or {}).get("labels")
         if self.num_classes is None:
             return None
@@ -110,9 +150,11 @@ class BaseDiffusionModel(BaseModel):
                 "dataset (class sub-folders) or an unconditional UNet.")
         return labels
 
-    def unet_forward(self, unet, z: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
+    def unet_forward(self, unet, z: Tensor, t: Tensor, labels) -> Tensor:
+        """``labels``: class labels, a dict of keyword arguments (text), or None."""
         t = torch.as_tensor(t, device=z.device)
-        kwargs = {} if labels is None else dict(class_labels=labels)
+        kwargs = labels if isinstance(labels, dict) else \
+            {} if labels is None else dict(class_labels=labels)
         return unet(z, t.expand(z.shape[0]) if t.ndim == 0 else t, **kwargs).sample
 
     # -- sampling and export -----------------------------------------------
@@ -135,6 +177,28 @@ class BaseDiffusionModel(BaseModel):
         return build_scheduler(dict(cfg, prediction_type=self.prediction_type),
                                base_config=self.scheduler.config)
 
+    def save_lora(self, folder: str) -> None:
+        """LoRA students: ``folder/unet`` as a PEFT adapter (for
+        ``PeftModel.from_pretrained(pipe.unet, folder/"unet")``), diffusers'
+        ``pytorch_lora_weights.safetensors`` (for ``pipe.load_lora_weights``)
+        and the sampler in ``folder/scheduler``."""
+        import os.path as osp
+
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+        state = {k: v.detach().cpu().contiguous()
+                 for k, v in get_peft_model_state_dict(self.bare_unet).items()}
+        self.lora_config.save_pretrained(osp.join(folder, "unet"))
+        # PeftModel's own key names: the adapter name is implied ("default").
+        save_file({f"base_model.model.{k}": v for k, v in state.items()},
+                  osp.join(folder, "unet", "adapter_model.safetensors"))
+        save_lora_weights = getattr(type(self.build_pipeline()), "save_lora_weights", None)
+        if save_lora_weights is not None:  # text-to-image pipelines have LoRA loaders
+            save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(state),
+                              safe_serialization=True)
+        self.export_scheduler().save_pretrained(osp.join(folder, "scheduler"))
+
     def export_metadata(self) -> dict:
         """Extra facts an export records in ``diffengine_distill.json``."""
         return {}
@@ -144,21 +208,26 @@ class BaseDiffusionModel(BaseModel):
         a stock DDIMPipeline where diffusers can reproduce the sampler."""
         unet = self.bare_unet if unet is None else unet
         scheduler = self.export_scheduler()
+        if hasattr(self.data_preprocessor, "pipeline"):  # text-to-image
+            pipe = self.data_preprocessor.pipeline(unet, scheduler)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
         stock = self.num_classes is None and type(scheduler).__name__ == "DDIMScheduler"
         pipe = (DDIMPipeline if stock else SamplerPipeline)(unet=unet, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     @torch.no_grad()
-    def sample(self, seeds, num_inference_steps: int, labels=None) -> Tensor:
-        """Images in [-1, 1] through the export's own pipeline and sampler."""
+    def sample(self, seeds, num_inference_steps: int, labels=None, prompts=None) -> Tensor:
+        """Images in [-1, 1] through the export's own pipeline and sampler
+        (``prompts`` for text-to-image models, default "")."""
         from diffengine_distill.apis.inference import generate
         unet = self.bare_unet
         was_training = unet.training
         unet.eval()
         try:
             return generate(self.build_pipeline(), seeds, num_inference_steps,
-                            labels=labels, progress=False)
+                            labels=labels, prompts=prompts, progress=False)
         finally:
             unet.train(was_training)
 

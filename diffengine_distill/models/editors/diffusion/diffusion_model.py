@@ -56,7 +56,7 @@ class DiffusionModel(BaseDiffusionModel):
         labels = self.check_batch(inputs, data_samples)
         x0 = inputs.float()
         rng = batch_rng(data_samples, x0.shape[0], self.noise_seed, x0.device)
-        if labels is not None and self.class_dropout_prob > 0:
+        if isinstance(labels, Tensor) and self.class_dropout_prob > 0:
             drop = rng.rand() < self.class_dropout_prob
             labels = labels.masked_fill(drop, self.num_classes - 1)
         t = self.sample_timesteps(rng)
