@@ -1,8 +1,10 @@
+from .caption_folder import CaptionImageFolderDataset, HFCaptionDataset
 from .digits import DigitsDataset, load_digits_uint8
 from .image_folder import ImageFolderDataset
 from .noise import NoiseDataset
 from .pairs import PairsDataset
-from .transforms import LoadImage, PackInputs
+from .transforms import LoadImage, PackInputs, SDXLResizeCrop
 
-__all__ = ["DigitsDataset", "ImageFolderDataset", "LoadImage", "NoiseDataset", "PackInputs", "PairsDataset",
-           "load_digits_uint8"]
+__all__ = ["CaptionImageFolderDataset", "DigitsDataset", "HFCaptionDataset",
+           "ImageFolderDataset", "LoadImage", "NoiseDataset", "PackInputs", "PairsDataset",
+           "SDXLResizeCrop", "load_digits_uint8"]

@@ -1,3 +1,3 @@
-from .transforms import LoadImage, PackInputs
+from .transforms import LoadImage, PackInputs, SDXLResizeCrop
 
-__all__ = ["LoadImage", "PackInputs"]
+__all__ = ["LoadImage", "PackInputs", "SDXLResizeCrop"]

@@ -44,5 +44,38 @@ class PackInputs(BaseTransform):
             img = img[..., None]
         inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         # The dataset index keys per-sample noise (identical under any process count).
-        return dict(inputs=inputs, data_samples=dict(label=results.get("gt_label"),
-                                                     index=results.get("sample_idx")))
+        samples = dict(label=results.get("gt_label"), index=results.get("sample_idx"))
+        for key in ("text", "time_ids"):  # text-to-image captions, SDXL size conditioning
+            if key in results:
+                samples[key] = results[key]
+        return dict(inputs=inputs, data_samples=samples)
+
+
+@TRANSFORMS.register_module()
+class SDXLResizeCrop(BaseTransform):
+    """Resize the shorter side to ``size``, crop ``size`` x ``size`` (centre or
+    random), optionally flip, and record SDXL's size conditioning
+    ``time_ids = (orig_h, orig_w, crop_top, crop_left, size, size)``."""
+
+    def __init__(self, size: int, random_crop: bool = False, flip_prob: float = 0.0):
+        self.size, self.random_crop, self.flip_prob = size, random_crop, flip_prob
+
+    def transform(self, results: dict) -> dict:
+        img = np.asarray(results["img"])
+        h, w = img.shape[:2]
+        scale = self.size / min(h, w)
+        nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
+        pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        img = np.asarray(pil.resize((nw, nh), Image.BICUBIC))
+        img = img[..., None] if img.ndim == 2 else img
+        if self.random_crop:
+            top = int(np.random.randint(0, nh - self.size + 1))
+            left = int(np.random.randint(0, nw - self.size + 1))
+        else:
+            top, left = (nh - self.size) // 2, (nw - self.size) // 2
+        img = img[top:top + self.size, left:left + self.size]
+        if self.flip_prob and np.random.rand() < self.flip_prob:
+            img = img[:, ::-1]
+        results["img"] = np.ascontiguousarray(img)
+        results["time_ids"] = (h, w, top, left, self.size, self.size)
+        return results
