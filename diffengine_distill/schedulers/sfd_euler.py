@@ -99,10 +99,12 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
              **kwargs):
         i = self._step_index
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        if model_output is None:
-            if self.needs_model_output(i):
-                raise ValueError(f"Step {i} needs the model's output.")
+        if not self.needs_model_output(i):
+            # AFS: analytical, whatever the caller computed (diffusers' own
+            # pipelines call the UNet on every step; SamplerPipeline skips it).
             prev = afs_step(sample, sigma, sigma_next)
+        elif model_output is None:
+            raise ValueError(f"Step {i} needs the model's output.")
         else:
             x0 = denoised(model_output, sample, sigma, self.config.prediction_type)
             prev = euler_step(sample, x0, sigma, sigma_next)
