@@ -166,3 +166,66 @@ def test_bad_bases_targets_and_mixed_components(bases, monkeypatch, tmp_path):
     with pytest.raises(OSError, match="HF_HUB_OFFLINE=1.*nobody/no-such-model|"
                        "nobody/no-such-model.*HF_HUB_OFFLINE"):
         MODELS.build(model_cfg(bases["sd"], "nobody/no-such-model"))
+
+
+# -- distillation of latent text-to-image teachers ----------------------------------------
+@pytest.fixture(scope="module")
+def latent_runs(bases, captions, tmp_path_factory):
+    root = tmp_path_factory.mktemp("latent_runs")
+    paths = options(bases["sd"], captions)
+    for name in ("pd_sd_tiny", "dmd2_sd_tiny"):
+        mim_train(f"tests/configs/{name}.py", root / name, "--cfg-options", *paths)
+    mim_train("tests/configs/sfd_sd_tiny.py", root / "sfd_sd_tiny", "--cfg-options", *paths[:3])
+    return root
+
+
+def latent_model(name, base, work):
+    cfg = Config.fromfile(f"tests/configs/{name}.py")
+    cfg.model.unet.path = cfg.model.scheduler.path = cfg.model.data_preprocessor.model = base
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(torch.load(work / "iter_4.pth", map_location="cpu",
+                                     weights_only=True)["state_dict"])
+    return model.eval()
+
+
+@pytest.mark.parametrize("name, export, scheduler, steps", [
+    ("pd_sd_tiny", "stage_2_2steps", "DDIMScheduler", 2),
+    ("sfd_sd_tiny", "step4", "SFDScheduler", 2),
+    ("dmd2_sd_tiny", "step4", "DDIMScheduler", 1),
+])
+def test_latent_students_export_as_sd_pipelines(bases, latent_runs, name, export, scheduler,
+                                                steps):
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    work = latent_runs / name
+    pipe = DiffusionPipeline.from_pretrained(work / export)
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert type(pipe.scheduler).__name__ == scheduler
+    model = latent_model(name, bases["sd"], work)
+    for k, v in pipe.unet.state_dict().items():  # the trained student, bit for bit
+        assert torch.equal(v, model.bare_unet.state_dict()[k]), k
+    prompt, gen = "a seven", torch.Generator().manual_seed(0)
+    latents = pipe(prompt, num_inference_steps=steps, guidance_scale=1.0, generator=gen,
+                   output_type="latent").images
+    assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()
+    if name == "pd_sd_tiny":
+        return
+    # The pipeline's text conditioning and sampler are the training-time ones.
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    cond = model.data_preprocessor.encode_text([prompt])
+    with torch.no_grad():
+        if name == "sfd_sd_tiny":
+            trained = model.student_sample(noise, cond)
+        else:
+            trained = model.generator_x0(model.unet, noise, model.timesteps[0], cond)
+    assert (latents - trained).abs().max() < 1e-4
+
+
+def test_latent_method_limits_fail_early(bases):
+    cfg = Config.fromfile("tests/configs/sfd_sd_tiny.py").model
+    cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = bases["sd"]
+    with pytest.raises(ValueError, match="text-to-image UNets lack"):
+        MODELS.build(dict(cfg, use_step_condition=True))
+    cfg = Config.fromfile("tests/configs/dmd2_sd_tiny.py").model
+    cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = bases["sd"]
+    with pytest.raises(ValueError, match="regression_weight=0"):
+        MODELS.build(dict(cfg, regression_weight=0.25, regression_loss="l2"))

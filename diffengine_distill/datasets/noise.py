@@ -22,16 +22,24 @@ class NoiseDataset(Dataset):
         num_classes: labels drawn uniformly from 0..num_classes-1, or None.
         length: indices per epoch (an iteration-based run cycles through them).
         seed: noise of item i is drawn from a generator seeded with seed, i.
+        prompts: text-to-image teachers: a list of prompts or a text file with
+            one per line; item i gets prompt i mod their number.
     """
 
     def __init__(self, shape, num_classes: int | None = None, length: int = 1_000_000,
-                 seed: int = 0):
+                 seed: int = 0, prompts=None):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be (C, H, W) of positive sizes, got {shape}.")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}.")
         self.shape, self.num_classes, self.length, self.seed = shape, num_classes, length, seed
+        if isinstance(prompts, str):
+            with open(prompts) as f:
+                prompts = [line.strip() for line in f if line.strip()]
+        if prompts is not None and not prompts:
+            raise ValueError("NoiseDataset: prompts is empty.")
+        self.prompts = prompts
         self.metainfo = {}
 
     def __len__(self) -> int:
@@ -43,4 +51,7 @@ class NoiseDataset(Dataset):
         label = None
         if self.num_classes:
             label = int(torch.randint(self.num_classes, (), generator=gen))
-        return dict(inputs=noise, data_samples=dict(label=label))
+        samples = dict(label=label)
+        if self.prompts:
+            samples["text"] = self.prompts[index % len(self.prompts)]
+        return dict(inputs=noise, data_samples=samples)

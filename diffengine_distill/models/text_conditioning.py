@@ -116,13 +116,19 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
             raise ValueError("Text-conditioned training needs a caption per image: use "
                              "CaptionImageFolderDataset (metadata.jsonl / metadata.csv).")
         images = out["inputs"]
+        raw = data["inputs"]
+        pixels = (raw[0] if isinstance(raw, (list, tuple)) else raw).dtype == torch.uint8
+        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        size = tuple(images.shape[-2:]) if pixels else \
+            tuple(s * vae_scale for s in images.shape[-2:])
         time_ids = samples.get("time_ids")
         if time_ids is not None:
             time_ids = torch.as_tensor([list(t) for t in time_ids])
         out["data_samples"].update(
             labels=None, text=list(prompts),
-            cond=self.encode_text(prompts, time_ids, tuple(images.shape[-2:])))
-        out["inputs"] = self.encode_images(images)
+            cond=self.encode_text(prompts, time_ids, size))
+        if pixels:  # float inputs (noise for SFD, latents) are the UNet's already
+            out["inputs"] = self.encode_images(images)
         return out
 
     # -- export -------------------------------------------------------------------------

@@ -24,12 +24,15 @@ class SampleVisualizationHook(Hook):
 
     def __init__(self, interval: int = 1000, num_images: int = 64,
                  num_inference_steps: int | None = None, seed: int = 0,
-                 use_ema: bool = True, scale: int = 4, prompts=None):
+                 use_ema: bool = True, scale: int = 4, prompts=None,
+                 guidance_scale: float | None = None):
         if interval <= 0:
             raise ValueError(f"SampleVisualizationHook: interval must be > 0, got {interval}")
         self.interval, self.num_images, self.seed = interval, num_images, seed
         self.num_inference_steps, self.use_ema, self.scale = num_inference_steps, use_ema, scale
-        self.prompts = prompts  # text-to-image models: one per image, or one for all
+        # Text-to-image models: one prompt per image (or one for all) and the
+        # pipeline's CFG scale (1 for students distilled from the unguided teacher).
+        self.prompts, self.guidance_scale = prompts, guidance_scale
 
     def before_train(self, runner):
         self.visualize(runner)
@@ -46,8 +49,8 @@ class SampleVisualizationHook(Hook):
         steps = self.num_inference_steps or model.default_steps
         state = torch.random.get_rng_state()  # sampling must not shift training noise
         seeds = range(self.seed, self.seed + self.num_images)
-        images = model.sample(seeds, steps, prompts=self.prompts) if self.prompts \
-            else model.sample(seeds, steps)
+        text = dict(prompts=self.prompts, guidance_scale=self.guidance_scale)
+        images = model.sample(seeds, steps, **text) if self.prompts else model.sample(seeds, steps)
         torch.random.set_rng_state(state)
         grid = make_grid(images)
         save_image(grid, osp.join(runner.work_dir, "samples", f"step{step}.png"), self.scale)

@@ -63,6 +63,24 @@ def add_lora(unet, options: dict):
     return config
 
 
+def unet_kwargs(cond) -> dict:
+    """UNet keyword arguments of a conditioning: class labels, a dict (text), None."""
+    if isinstance(cond, dict):
+        return cond
+    return {} if cond is None else dict(class_labels=cond)
+
+
+def cat_conditions(conds: list):
+    """Concatenate the conditioning of several batches: class labels, text
+    dicts (nested) or None."""
+    first = conds[0]
+    if first is None:
+        return None
+    if isinstance(first, dict):
+        return {k: cat_conditions([c[k] for c in conds]) for k in first}
+    return torch.cat(conds)
+
+
 class BaseDiffusionModel(BaseModel):
     """A diffusers UNet + scheduler pair that knows how to sample and export.
 
@@ -124,6 +142,20 @@ class BaseDiffusionModel(BaseModel):
         return cfg.num_class_embeds
 
     @property
+    def text_conditioned(self) -> bool:
+        return hasattr(self.data_preprocessor, "encode_text")
+
+    def null_condition(self, cond, null_class: int | None = None):
+        """The unconditional input of classifier-free guidance: the empty
+        prompt (text) or the null class label."""
+        if isinstance(cond, dict):
+            added = cond.get("added_cond_kwargs")
+            n = cond["encoder_hidden_states"].shape[0]
+            return self.data_preprocessor.encode_text(
+                [""] * n, None if added is None else added["time_ids"])
+        return torch.full_like(cond, null_class)
+
+    @property
     def bare_unet(self):
         """The UNet itself, also when DDP wraps it (MMSeparateDistributedDataParallel)."""
         return self.unet.module if is_model_wrapper(self.unet) else self.unet
@@ -153,8 +185,7 @@ class BaseDiffusionModel(BaseModel):
     def unet_forward(self, unet, z: Tensor, t: Tensor, labels) -> Tensor:
         """``labels``: class labels, a dict of keyword arguments (text), or None."""
         t = torch.as_tensor(t, device=z.device)
-        kwargs = labels if isinstance(labels, dict) else \
-            {} if labels is None else dict(class_labels=labels)
+        kwargs = unet_kwargs(labels)
         return unet(z, t.expand(z.shape[0]) if t.ndim == 0 else t, **kwargs).sample
 
     # -- sampling and export -----------------------------------------------
@@ -218,16 +249,18 @@ class BaseDiffusionModel(BaseModel):
         return pipe
 
     @torch.no_grad()
-    def sample(self, seeds, num_inference_steps: int, labels=None, prompts=None) -> Tensor:
+    def sample(self, seeds, num_inference_steps: int, labels=None, prompts=None,
+               guidance_scale: float | None = None) -> Tensor:
         """Images in [-1, 1] through the export's own pipeline and sampler
-        (``prompts`` for text-to-image models, default "")."""
+        (``prompts`` and CFG ``guidance_scale`` for text-to-image models)."""
         from diffengine_distill.apis.inference import generate
         unet = self.bare_unet
         was_training = unet.training
         unet.eval()
         try:
             return generate(self.build_pipeline(), seeds, num_inference_steps,
-                            labels=labels, prompts=prompts, progress=False)
+                            labels=labels, prompts=prompts, guidance_scale=guidance_scale,
+                            progress=False)
         finally:
             unet.train(was_training)
 

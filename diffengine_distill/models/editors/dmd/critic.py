@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..base import unet_kwargs
+
 
 def gan_head(unet_config) -> nn.Sequential:
     """DMD2's classifier on the UNet's mid-block features: stride-2 4x4 convs
@@ -39,7 +41,7 @@ class DMDCritic(nn.Module):
         self.unet = unet
         self.gan_head = gan_head(unet.config) if gan else None
 
-    def forward(self, z: Tensor, t: Tensor, labels: Tensor | None = None,
+    def forward(self, z: Tensor, t: Tensor, labels=None,
                 with_logits: bool = False) -> tuple[Tensor, Tensor | None]:
         """(UNet output, logits (B,) or None)."""
         if with_logits and self.gan_head is None:
@@ -48,8 +50,7 @@ class DMDCritic(nn.Module):
         hook = self.unet.mid_block.register_forward_hook(
             lambda module, args, out: features.append(out)) if with_logits else None
         try:
-            kwargs = {} if labels is None else dict(class_labels=labels)
-            out = self.unet(z, t, **kwargs).sample
+            out = self.unet(z, t, **unet_kwargs(labels)).sample
         finally:
             if hook is not None:
                 hook.remove()

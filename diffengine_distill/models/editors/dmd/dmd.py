@@ -14,7 +14,7 @@ from diffengine_distill.registry import MODELS
 from ...builders import build_scheduler
 from ...diffusion import ddim_step, per_sample, prediction_target, split_prediction
 from ...perceptual import build_lpips, lpips_distance
-from ..base import BaseDiffusionModel
+from ..base import BaseDiffusionModel, cat_conditions
 from .critic import DMDCritic, frozen
 
 REGRESSION_LOSSES = ("lpips", "l2", "l1")
@@ -96,7 +96,8 @@ class DMD(BaseDiffusionModel):
                              "< 1 of the training timesteps (papers: (0.02, 0.98)).")
         self.dm_t_range = (lo, hi)
         self.real_guidance_scale = float(real_guidance_scale)
-        if self.real_guidance_scale != 1 and self.num_classes is None:
+        if self.real_guidance_scale != 1 and self.num_classes is None \
+                and not self.text_conditioned:
             raise ValueError(f"real_guidance_scale={real_guidance_scale} needs a class-"
                              "conditional teacher with a null class; this teacher is "
                              "unconditional: set model.real_guidance_scale=1.")
@@ -108,6 +109,11 @@ class DMD(BaseDiffusionModel):
         if regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, "
                              f"got {regression_loss!r}.")
+        if self.regression_weight and self.text_conditioned:
+            raise ValueError("The regression loss needs teacher ODE pairs, which "
+                             "tools/make_pairs.py makes for class-conditional and "
+                             "unconditional teachers only: set model.regression_weight=0 "
+                             "(DMD2) for text-to-image teachers.")
         if self.regression_weight and self.num_generator_steps > 1:
             raise ValueError("The regression loss trains a one-step generator (DMD); multi-"
                              "step generators (DMD2) use none: set model.regression_weight=0.")
@@ -158,9 +164,9 @@ class DMD(BaseDiffusionModel):
         """The teacher's x0_hat, with CFG on the real score when asked."""
         if self.real_guidance_scale == 1:
             return self.x0(self.unet_forward(self.teacher_unet, z, t, labels), z, t)
-        null = torch.full_like(labels, self.null_class)
+        null = self.null_condition(labels, self.null_class)
         out = self.unet_forward(self.teacher_unet, torch.cat([z, z]), torch.cat([t, t]),
-                                torch.cat([labels, null]))
+                                cat_conditions([labels, null]))
         cond, uncond = self.x0(out, torch.cat([z, z]), torch.cat([t, t])).chunk(2)
         return uncond + self.real_guidance_scale * (cond - uncond)
 
@@ -256,8 +262,7 @@ class DMD(BaseDiffusionModel):
                 z.append(self.noised(images.float(), t_gan))
                 ts.append(t_gan)
                 lbl.append(labels)
-        out, logits = self.critic(torch.cat(z), torch.cat(ts),
-                                  None if labels is None else torch.cat(lbl),
+        out, logits = self.critic(torch.cat(z), torch.cat(ts), cat_conditions(lbl),
                                   with_logits=self.gan_critic_weight > 0)
         target = prediction_target(x, noise, alpha, sigma, self.prediction_type)
         losses = dict(loss_critic=self.critic_loss(out[:n], target, self.schedule.snr(t),
@@ -295,7 +300,7 @@ class DMD(BaseDiffusionModel):
         regress = bool(self.regression_weight)
         if regress:  # one generator call (one DDP forward) for both batches
             z = torch.cat([z, ref_noise])
-        gen_labels = None if labels is None else torch.cat([labels] * (1 + regress))
+        gen_labels = cat_conditions([labels] * (1 + regress))
         log = {}
         if int(self.iteration) % self.critic_updates_per_generator == 0:
             gen_optim = optim_wrapper["generator"]

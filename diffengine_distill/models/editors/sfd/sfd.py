@@ -86,6 +86,10 @@ class SFD(BaseDiffusionModel):
         self.schedule_type, self.schedule_rho = schedule_type, float(schedule_rho)
         self.sigma_min, self.sigma_max = self._sigma_interval(sigma_min, sigma_max)
         self.use_step_condition = bool(use_step_condition)
+        if self.use_step_condition and self.text_conditioned:
+            raise ValueError("SFD-v's step condition extends the UNet's class-embedding "
+                             "table, which text-to-image UNets lack: use per-NFE SFD "
+                             "students (use_step_condition=False).")
         self.step_range = None
         if self.use_step_condition and not self.is_second_stage:
             self.step_range = tuple(int(n) for n in step_range)
