@@ -45,3 +45,21 @@ def test_wheel_install(tmp_path):
     assert str(pkg / "tools" / "train.py") in proc.stdout
     assert str(pkg / "configs") in proc.stdout
     assert (tmp_path / "w" / "step2" / "model_index.json").is_file()
+
+
+def test_every_shipped_config_loads_and_passes_the_checks(root):
+    """Configs for hub teachers cannot train here; they must at least parse,
+    inherit and pass the start-up checks."""
+    import glob
+
+    from mmengine.config import Config
+
+    from diffengine_distill.apis.train import check_top_level_keys, check_train_cfg
+    configs = [f for f in glob.glob(f"{root}/configs/**/*.py", recursive=True)
+               if "/_base_/" not in f]
+    assert len(configs) >= 20
+    for path in configs:
+        cfg = Config.fromfile(path)
+        check_top_level_keys(cfg)
+        check_train_cfg(cfg)
+        assert cfg.model.type and cfg.train_cfg.max_iters > 0, path

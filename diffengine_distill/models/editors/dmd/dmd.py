@@ -237,7 +237,8 @@ class DMD(BaseDiffusionModel):
         return torch.randint(0, self.gan_t_max + 1, (n,), device=device)
 
     def generator_losses(self, x: Tensor, labels, x_ref: Tensor | None,
-                         y_ref: Tensor | None) -> dict:
+                         y_ref: Tensor | None) -> tuple[dict, dict]:
+        """(losses, logged statistics) of the generator update."""
         dm, stats = self.distribution_matching_loss(x, labels)
         losses = dict(loss_dm=dm)
         if x_ref is not None:
