@@ -229,3 +229,43 @@ def test_latent_method_limits_fail_early(bases):
     cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = bases["sd"]
     with pytest.raises(ValueError, match="regression_weight=0"):
         MODELS.build(dict(cfg, regression_weight=0.25, regression_loss="l2"))
+
+
+LORA = ["model.lora_config.r=4", "model.lora_config.lora_alpha=4",
+        "model.lora_config.init_lora_weights=gaussian",
+        "model.lora_config.target_modules=[to_q,to_k,to_v,to_out.0]"]
+
+
+@pytest.mark.parametrize("name, steps", [("sfd_sd_tiny", 2), ("dmd2_sd_tiny", 1)])
+def test_lora_students_teach_with_adapters_disabled(bases, captions, tmp_path, name, steps):
+    """A LoRA student's teacher is its own UNet with the adapters off (one copy
+    of the weights); the export is an adapter that the base pipeline loads."""
+    from diffusers import DiffusionPipeline
+    base, work = bases["sd"], tmp_path / name
+    paths = options(base, captions)
+    mim_train(f"tests/configs/{name}.py", work, "--cfg-options",
+              *(paths if name.startswith("dmd") else paths[:3]), *LORA)
+    cfg = Config.fromfile(f"tests/configs/{name}.py")
+    cfg.model.unet.path = cfg.model.scheduler.path = cfg.model.data_preprocessor.model = base
+    cfg.model.lora_config = dict(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    model = MODELS.build(cfg.model)
+    sd = torch.load(work / "iter_4.pth", map_location="cpu", weights_only=True)["state_dict"]
+    assert not any(k.startswith("teacher_unet.") for k in sd)
+    model.load_state_dict(sd)
+    model.eval()
+    pipe = DiffusionPipeline.from_pretrained(base)
+    assert torch.equal(unet_out(model.teacher_unet, "sd"), unet_out(pipe.unet, "sd"))
+    assert not torch.equal(unet_out(model.unet, "sd"), unet_out(pipe.unet, "sd"))
+    pipe.load_lora_weights(work / "step4")
+    pipe.scheduler = type(model.export_scheduler()).from_pretrained(work / "step4",
+                                                                    subfolder="scheduler")
+    prompt = "a seven"
+    latents = pipe(prompt, num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
+                   generator=torch.Generator().manual_seed(0)).images
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    cond = model.data_preprocessor.encode_text([prompt])
+    with torch.no_grad():
+        trained = model.student_sample(noise, cond) if name.startswith("sfd") else \
+            model.generator_x0(model.unet, noise, model.timesteps[0], cond)
+    assert (latents - trained).abs().max() < 1e-4

@@ -1,6 +1,8 @@
 """What every method shares: a UNet, its noise schedule, sampling, export."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from diffusers import DDIMPipeline
 from mmengine.model import BaseModel, is_model_wrapper
@@ -81,6 +83,26 @@ def cat_conditions(conds: list):
     return torch.cat(conds)
 
 
+class AdaptersDisabled:
+    """The frozen teacher of a LoRA student: the student's own UNet with its
+    adapters switched off for the call, so the base weights exist once."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.bare_unet.config
+
+    def __call__(self, *args, **kwargs):
+        unet = self.model.bare_unet
+        unet.disable_adapters()
+        try:
+            return unet(*args, **kwargs)
+        finally:
+            unet.enable_adapters()
+
+
 class BaseDiffusionModel(BaseModel):
     """A diffusers UNet + scheduler pair that knows how to sample and export.
 
@@ -131,6 +153,13 @@ class BaseDiffusionModel(BaseModel):
         # (MMSeparateDistributedDataParallel), so runs resume across process counts.
         self._register_state_dict_hook(_drop_wrapper_keys)
         self._register_load_state_dict_pre_hook(_add_wrapper_keys, with_module=True)
+
+    def frozen_teacher(self):
+        """A distillation method's teacher: a frozen copy of the UNet, or for a
+        LoRA student the UNet itself with its adapters disabled."""
+        if self.lora_config is None:
+            return copy.deepcopy(self.unet).eval().requires_grad_(False)
+        return AdaptersDisabled(self)
 
     # -- conditioning --------------------------------------------------------
     @property

@@ -136,8 +136,12 @@ class DMD(BaseDiffusionModel):
             raise ValueError(f"gan_t_max={gan_t_max} must be in 0..{T - 1}.")
         self.seed = int(seed)
 
-        self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
-        self.critic = DMDCritic(copy.deepcopy(self.unet), gan=self.gan)
+        self.teacher_unet = self.frozen_teacher()
+        fake_score = copy.deepcopy(self.unet)
+        if self.lora_config is not None:  # a LoRA generator; the fake score trains in full
+            fake_score.delete_adapters("default")
+            fake_score.requires_grad_(True)
+        self.critic = DMDCritic(fake_score, gan=self.gan)
         # Persistent: the TTUR phase and the simulated step depend on it.
         self.register_buffer("iteration", torch.tensor(0))
 

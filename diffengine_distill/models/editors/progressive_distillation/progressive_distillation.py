@@ -51,6 +51,10 @@ class ProgressiveDistillation(BaseDiffusionModel):
                              "'v_prediction' or 'sample' as in the paper.")
         self.teacher_type = self.prediction_type
         self.prediction_type = student_prediction_type
+        if self.lora_config is not None:
+            raise ValueError("LoRA students are not supported by progressive distillation "
+                             "yet (each stage's teacher is the previous student): distil the "
+                             "full UNet (remove model.lora_config).")
         self.noise_seed = int(noise_seed)
         self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
         self.loss = MODELS.build(loss or dict(type="DiffusionLoss", weighting="truncated_snr"))

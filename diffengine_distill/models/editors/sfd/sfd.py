@@ -1,8 +1,6 @@
 """Simple and Fast Distillation (Zhou, Chen et al., NeurIPS 2024) of a diffusers UNet."""
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor
 
@@ -104,7 +102,7 @@ class SFD(BaseDiffusionModel):
                                 "model.last_step_loss='l1' (L1 alone on the last step)")
         object.__setattr__(self, "lpips", lpips)
 
-        self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
+        self.teacher_unet = self.frozen_teacher()
         if self.use_step_condition and not self.is_second_stage:
             # Room for the second stage's teacher count, (M + 1)(3 - 1) + 1 = 7 by default.
             self.step_condition_size = max(self.step_range[1], 7) + 1
