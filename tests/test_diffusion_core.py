@@ -304,3 +304,22 @@ def test_class_conditional_model_trains_with_labels():
     loss.backward()
     grad = model.unet.class_embedding.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_gradient_checkpointing_changes_memory_not_gradients():
+    unet = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
+                layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
+                down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = DiffusionModel(unet=unet, scheduler=dict(type="DDPMScheduler"),
+                               prediction_type="v_prediction",
+                               gradient_checkpointing=checkpointing).train()
+        assert model.unet.is_gradient_checkpointing == checkpointing
+        torch.manual_seed(1)
+        loss = model(torch.rand(4, 1, 8, 8) * 2 - 1)["loss"]
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.unet.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)

@@ -127,6 +127,8 @@ def time_steps(step, device, warmup: int, iters: int) -> list[float]:
 def measure_training(method, kind, mode, n, device, warmup, iters) -> dict:
     amp, compile_, channels_last = "bf16" in mode, "compile" in mode, "channels_last" in mode
     model = build_model(method, kind, device).train()
+    if "checkpointing" in mode:
+        unets(model)[0].enable_gradient_checkpointing()  # the trained UNet (built first)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile_:
@@ -214,7 +216,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="default: 128 cifar, 16 sd15")
     p.add_argument("--methods", default="teacher,pd,sfd,dmd")
     p.add_argument("--modes", default=None,
-                   help="comma list of fp32, bf16, bf16+channels_last, bf16+compile "
+                   help="comma list of fp32, bf16, bf16+channels_last, bf16+compile, "
+                   "bf16+checkpointing "
                    "(default: all on CUDA, fp32 on CPU)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=10)

@@ -120,13 +120,16 @@ class BaseDiffusionModel(BaseModel):
             ``StableDiffusionDataPreprocessor`` for latent text-to-image models.
         lora_config: PEFT ``LoraConfig`` options: train LoRA adapters on the
             frozen UNet instead of the UNet itself.
+        gradient_checkpointing: diffusers' activation checkpointing of the
+            trained UNet (memory for compute).
     """
 
     exact_grid = False
 
     def __init__(self, unet, scheduler: dict, prediction_type: str | None = None,
                  sampler: dict | None = None, data_preprocessor: dict | None = None,
-                 lora_config: dict | None = None, init_cfg: dict | None = None):
+                 lora_config: dict | None = None, gradient_checkpointing: bool = False,
+                 init_cfg: dict | None = None):
         # Built from our registry so the model also builds outside a Runner.
         if not isinstance(data_preprocessor, nn.Module):
             data_preprocessor = MODELS.build(
@@ -135,6 +138,8 @@ class BaseDiffusionModel(BaseModel):
         self.unet = build_unet(unet)
         if hasattr(self.data_preprocessor, "check_unet"):
             self.data_preprocessor.check_unet(self.unet)
+        if gradient_checkpointing:  # recompute activations in backward: less memory
+            self.unet.enable_gradient_checkpointing()
         self.lora_config = None
         if lora_config:
             self.lora_config = add_lora(self.unet, lora_config)
