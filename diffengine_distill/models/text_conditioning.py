@@ -103,6 +103,19 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
                                              time_ids=time_ids.to(device).float())
         return cond
 
+    def encode_empty(self, n: int, time_ids: Tensor | None = None) -> dict:
+        """``encode_text([""] * n, time_ids)``, the text encoders run once per run
+        (classifier-free guidance needs it every iteration)."""
+        if getattr(self, "_empty", None) is None:
+            self._empty = self.encode_text([""], size=(0, 0))
+        cond = dict(encoder_hidden_states=self._empty["encoder_hidden_states"].expand(
+            n, -1, -1))
+        if self.xl:
+            cond["added_cond_kwargs"] = dict(
+                text_embeds=self._empty["added_cond_kwargs"]["text_embeds"].expand(n, -1),
+                time_ids=time_ids.float())
+        return cond
+
     @torch.no_grad()
     def encode_images(self, images: Tensor) -> Tensor:
         latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.sample()

@@ -185,8 +185,8 @@ class BaseDiffusionModel(BaseModel):
         if isinstance(cond, dict):
             added = cond.get("added_cond_kwargs")
             n = cond["encoder_hidden_states"].shape[0]
-            return self.data_preprocessor.encode_text(
-                [""] * n, None if added is None else added["time_ids"])
+            return self.data_preprocessor.encode_empty(
+                n, None if added is None else added["time_ids"])
         return torch.full_like(cond, null_class)
 
     @property
