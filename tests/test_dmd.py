@@ -321,7 +321,7 @@ def _state(path):
 
 @pytest.mark.parametrize("name, config", [("dmd", "dmd_tiny"), ("dmd2", "dmd2_tiny")])
 def test_sigkill_mid_run_then_resume_matches(dmd_runs, name, config, tmp_path):
-    assert kill_then_resume(f"tests/configs/{config}.py", tmp_path, *dmd_runs[name])
+    assert kill_then_resume(f"tests/configs/{config}.py", tmp_path, *dmd_runs[name])[0]
     a, b = _state(dmd_runs["base"] / name / "iter_6.pth"), _state(tmp_path / "iter_6.pth")
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
