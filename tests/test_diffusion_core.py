@@ -306,20 +306,38 @@ def test_class_conditional_model_trains_with_labels():
     assert grad is not None and grad.abs().sum() > 0
 
 
-def test_gradient_checkpointing_changes_memory_not_gradients():
-    unet = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
-                layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
-                down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8)
+ATTN_UNET = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
+                 layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
+                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8)
+
+
+@pytest.mark.parametrize("options", [dict(gradient_checkpointing=True),
+                                     dict(attention="eager")])
+def test_memory_options_keep_the_gradients(options):
+    """Activation checkpointing and the attention kernels trade memory, not results."""
     grads = []
-    for checkpointing in (False, True):
+    for kwargs in (dict(), options):
         torch.manual_seed(0)
-        model = DiffusionModel(unet=unet, scheduler=dict(type="DDPMScheduler"),
-                               prediction_type="v_prediction",
-                               gradient_checkpointing=checkpointing).train()
-        assert model.unet.is_gradient_checkpointing == checkpointing
+        model = DiffusionModel(unet=ATTN_UNET, scheduler=dict(type="DDPMScheduler"),
+                               prediction_type="v_prediction", **kwargs).train()
+        processors = {type(m.processor).__name__ for m in model.unet.modules()
+                      if hasattr(m, "processor")}
+        assert processors == {"AttnProcessor" if kwargs.get("attention") else "AttnProcessor2_0"}
+        assert model.unet.is_gradient_checkpointing == bool(kwargs.get("gradient_checkpointing"))
         torch.manual_seed(1)
         loss = model(torch.rand(4, 1, 8, 8) * 2 - 1)["loss"]
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.unet.parameters()]))
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_or_missing_attention_backend_fails_clearly():
+    with pytest.raises(ValueError, match="model.attention='flash' is not one of"):
+        DiffusionModel(unet=ATTN_UNET, scheduler=dict(type="DDPMScheduler"), attention="flash")
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs the xformers package"):
+            DiffusionModel(unet=ATTN_UNET, scheduler=dict(type="DDPMScheduler"),
+                           attention="xformers")

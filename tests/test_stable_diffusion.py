@@ -12,6 +12,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from conftest import mim_train
+from diffengine_distill.models.editors.base import AdapterTeacher
 from diffengine_distill.registry import MODELS
 from tiny_sd import make_tiny_sd
 
@@ -46,17 +47,21 @@ def options(base, captions):
             f"train_dataloader.dataset.data_root={captions}"]
 
 
+# bitsandbytes' 8-bit AdamW for the SD 1.5 run (8-bit states also for tiny tensors).
+ADAM_8BIT = ["optim_wrapper.optimizer.type=AdamW8bit", "optim_wrapper.optimizer.min_8bit_size=0"]
+
+
 @pytest.fixture(scope="module")
 def runs(bases, captions, tmp_path_factory):
     root = tmp_path_factory.mktemp("sd_runs")
     for kind in ("sd", "sdxl"):
         mim_train(f"tests/configs/{kind}_lora_tiny.py", root / kind, "--cfg-options",
-                  *options(bases[kind], captions))
+                  *options(bases[kind], captions), *(ADAM_8BIT if kind == "sd" else []))
     part = root / "sd_part"
     mim_train("tests/configs/sd_lora_tiny.py", part, "--cfg-options",
-              *options(bases["sd"], captions), "train_cfg.max_iters=2")
+              *options(bases["sd"], captions), *ADAM_8BIT, "train_cfg.max_iters=2")
     mim_train("tests/configs/sd_lora_tiny.py", part, "--resume", "--cfg-options",
-              *options(bases["sd"], captions))
+              *options(bases["sd"], captions), *ADAM_8BIT)
     return root
 
 
@@ -101,7 +106,16 @@ def test_seed_snippet_loads_the_sdxl_adapter(bases, runs):
     assert (work_dir / "samples" / "step4.png").is_file()
 
 
-def test_sd15_lora_weights_zero_snr_and_resume(bases, runs):
+def flatten(tree, prefix=""):
+    """The tensors of a nested checkpoint entry, by path."""
+    if torch.is_tensor(tree):
+        return {prefix: tree}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) \
+        if isinstance(tree, (list, tuple)) else []
+    return {k: v for key, sub in items for k, v in flatten(sub, f"{prefix}/{key}").items()}
+
+
+def test_sd15_lora_weights_zero_snr_and_resume_with_8bit_adam(bases, runs):
     from diffusers import DDIMScheduler, DiffusionPipeline
     base, work = bases["sd"], runs / "sd"
     pipe = DiffusionPipeline.from_pretrained(base)
@@ -118,10 +132,17 @@ def test_sd15_lora_weights_zero_snr_and_resume(bases, runs):
     losses = [json.loads(line)["loss"] for line in
               next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()]
     assert len(losses) == 4 and all(np.isfinite(losses))
-    a = torch.load(work / "iter_4.pth", map_location="cpu", weights_only=True)["state_dict"]
-    b = torch.load(runs / "sd_part" / "iter_4.pth", map_location="cpu",
-                   weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = torch.load(work / "iter_4.pth", map_location="cpu", weights_only=True)
+    b = torch.load(runs / "sd_part" / "iter_4.pth", map_location="cpu", weights_only=True)
+    # Resumed bit for bit, 8-bit optimizer states included.
+    for part in ("state_dict", "optimizer"):
+        flat_a, flat_b = flatten(a[part]), flatten(b[part])
+        assert flat_a.keys() == flat_b.keys()
+        assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), part
+    moments = {k: v for k, v in flatten(a["optimizer"]["state"]).items()
+               if k.endswith(("/state1", "/state2"))}  # bitsandbytes' quantised moments
+    assert len(moments) == 2 * len(a["optimizer"]["state"]) > 0
+    assert all(v.dtype == torch.uint8 for v in moments.values())
 
 
 def test_caption_datasets_and_sdxl_size_conditioning(captions, tmp_path):
@@ -189,7 +210,7 @@ def latent_model(name, base, work):
 
 
 @pytest.mark.parametrize("name, export, scheduler, steps", [
-    ("pd_sd_tiny", "stage_2_2steps", "DDIMScheduler", 2),
+    ("pd_sd_tiny", "stage_1_4steps", "DDIMScheduler", 4),
     ("sfd_sd_tiny", "step4", "SFDScheduler", 2),
     ("dmd2_sd_tiny", "step4", "DDIMScheduler", 1),
 ])
@@ -203,21 +224,38 @@ def test_latent_students_export_as_sd_pipelines(bases, latent_runs, name, export
     model = latent_model(name, bases["sd"], work)
     for k, v in pipe.unet.state_dict().items():  # the trained student, bit for bit
         assert torch.equal(v, model.bare_unet.state_dict()[k]), k
+    # A guided PD student takes the scale through its w embedding, not CFG.
+    scale = 5.0 if name == "pd_sd_tiny" else 1.0
     prompt, gen = "a seven", torch.Generator().manual_seed(0)
-    latents = pipe(prompt, num_inference_steps=steps, guidance_scale=1.0, generator=gen,
+    latents = pipe(prompt, num_inference_steps=steps, guidance_scale=scale, generator=gen,
                    output_type="latent").images
     assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()
-    if name == "pd_sd_tiny":
-        return
     # The pipeline's text conditioning and sampler are the training-time ones.
     noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
     cond = model.data_preprocessor.encode_text([prompt])
     with torch.no_grad():
-        if name == "sfd_sd_tiny":
+        if name == "pd_sd_tiny":
+            from diffengine_distill.models.editors.progressive_distillation.\
+                guidance_embedding import guidance_scale_embedding
+            assert pipe.unet.config.time_cond_proj_dim == 256
+            w = guidance_scale_embedding(torch.tensor([scale]), 256)
+            trained = ddim_sample(model, noise, steps, **cond, timestep_cond=w)
+        elif name == "sfd_sd_tiny":
             trained = model.student_sample(noise, cond)
         else:
             trained = model.generator_x0(model.unet, noise, model.timesteps[0], cond)
     assert (latents - trained).abs().max() < 1e-4
+
+
+def ddim_sample(model, noise, steps, **cond):
+    """A v student's trailing-DDIM sampler written out (the last step lands on x0)."""
+    T, z = model.schedule.num_train_timesteps, noise
+    for i in range(steps, 0, -1):
+        t = torch.tensor([i * T / steps - 1], dtype=torch.float64)
+        (a, s), (a1, s1) = model.schedule.alpha_sigma(t), model.schedule.alpha_sigma(t - T / steps)
+        v = model.unet(z, t.float(), **cond).sample.double()
+        z = ddim(v, z.double(), a, s, a1, s1, "v_prediction").float()
+    return z
 
 
 def test_latent_method_limits_fail_early(bases):
@@ -236,29 +274,42 @@ LORA = ["model.lora_config.r=4", "model.lora_config.lora_alpha=4",
         "model.lora_config.target_modules=[to_q,to_k,to_v,to_out.0]"]
 
 
-@pytest.mark.parametrize("name, steps", [("sfd_sd_tiny", 2), ("dmd2_sd_tiny", 1)])
-def test_lora_students_teach_with_adapters_disabled(bases, captions, tmp_path, name, steps):
+@pytest.mark.parametrize("name, steps, export", [
+    ("sfd_sd_tiny", 2, "step4"), ("dmd2_sd_tiny", 1, "step4"), ("pd_sd_tiny", 4, "stage_1_4steps")])
+def test_lora_students_teach_with_adapters_disabled(bases, captions, tmp_path, name, steps,
+                                                    export):
     """A LoRA student's teacher is its own UNet with the adapters off (one copy
-    of the weights); the export is an adapter that the base pipeline loads."""
+    of the weights) or, for PD after a stage, with the previous stage's adapter;
+    the export is an adapter that the base pipeline loads."""
     from diffusers import DiffusionPipeline
     base, work = bases["sd"], tmp_path / name
     paths = options(base, captions)
+    pd = name.startswith("pd")
     mim_train(f"tests/configs/{name}.py", work, "--cfg-options",
-              *(paths if name.startswith("dmd") else paths[:3]), *LORA)
+              *(paths[:3] if name.startswith("sfd") else paths), *LORA,
+              *(["model.guidance_scale=3.0"] if pd else []))
     cfg = Config.fromfile(f"tests/configs/{name}.py")
     cfg.model.unet.path = cfg.model.scheduler.path = cfg.model.data_preprocessor.model = base
     cfg.model.lora_config = dict(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                  target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    if pd:
+        cfg.model.guidance_scale = 3.0
     model = MODELS.build(cfg.model)
     sd = torch.load(work / "iter_4.pth", map_location="cpu", weights_only=True)["state_dict"]
     assert not any(k.startswith("teacher_unet.") for k in sd)
     model.load_state_dict(sd)
     model.eval()
     pipe = DiffusionPipeline.from_pretrained(base)
-    assert torch.equal(unet_out(model.teacher_unet, "sd"), unet_out(pipe.unet, "sd"))
+    if pd:  # stage 1's teacher: the stage-0 export's adapter, not the base
+        assert not torch.equal(unet_out(model.teacher_unet, "sd"), unet_out(pipe.unet, "sd"))
+        pipe.load_lora_weights(work / "stage_0_8steps")
+        assert (unet_out(model.teacher_unet, "sd") - unet_out(pipe.unet, "sd")).abs().max() \
+            < 1e-5
+        pipe.unload_lora_weights()
+    assert torch.equal(unet_out(AdapterTeacher(model), "sd"), unet_out(pipe.unet, "sd"))
     assert not torch.equal(unet_out(model.unet, "sd"), unet_out(pipe.unet, "sd"))
-    pipe.load_lora_weights(work / "step4")
-    pipe.scheduler = type(model.export_scheduler()).from_pretrained(work / "step4",
+    pipe.load_lora_weights(work / export)
+    pipe.scheduler = type(model.export_scheduler()).from_pretrained(work / export,
                                                                     subfolder="scheduler")
     prompt = "a seven"
     latents = pipe(prompt, num_inference_steps=steps, guidance_scale=1.0, output_type="latent",
@@ -266,6 +317,132 @@ def test_lora_students_teach_with_adapters_disabled(bases, captions, tmp_path, n
     noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
     cond = model.data_preprocessor.encode_text([prompt])
     with torch.no_grad():
-        trained = model.student_sample(noise, cond) if name.startswith("sfd") else \
-            model.generator_x0(model.unet, noise, model.timesteps[0], cond)
+        if pd:
+            trained = ddim_sample(model, noise, steps, **cond)
+        elif name.startswith("sfd"):
+            trained = model.student_sample(noise, cond)
+        else:
+            trained = model.generator_x0(model.unet, noise, model.timesteps[0], cond)
     assert (latents - trained).abs().max() < 1e-4
+
+
+# -- progressive distillation of guided text teachers; LoRA students ----------------------
+def pd_model(base, **kw):
+    cfg = Config.fromfile("tests/configs/pd_sd_tiny.py").model
+    cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = base
+    return MODELS.build(dict(cfg, **kw))
+
+
+def ddim(out, z, a, s, a_next, s_next, kind):
+    """One DDIM step written out: v gives x0 = a z - s v, eps = s z + a v."""
+    if kind == "epsilon":
+        return a_next * (z - s * out) / a + s_next * out
+    return a_next * (a * z - s * out) + s_next * (s * z + a * out)
+
+
+def test_guidance_embedding_matches_the_pipelines():
+    from diffusers import StableDiffusionPipeline
+
+    from diffengine_distill.models.editors.progressive_distillation.guidance_embedding import \
+        guidance_scale_embedding
+    w = torch.tensor([1.0, 2.5, 7.5, 14.0])
+    for dim in (256, 7):
+        ours = guidance_scale_embedding(w, dim)
+        theirs = StableDiffusionPipeline.get_guidance_scale_embedding(None, w - 1, dim)
+        assert torch.equal(ours, theirs)
+
+
+def test_guided_pd_stage0_then_two_student_steps(bases):
+    """Stage 0 (Meng et al.): the target is the CFG-guided teacher's output at a
+    per-sample w and any t; stage 1: two DDIM steps of the w-conditioned stage-0
+    student (no CFG), as in PD."""
+    from diffengine_distill.models.editors.progressive_distillation.guidance_embedding import \
+        guidance_scale_embedding
+    from diffengine_distill.models.editors.sample_rng import SampleRNG
+    model = pd_model(bases["sd"], guidance_scale=(2.0, 8.0))
+    unet = model.bare_unet
+    assert unet.config.time_cond_proj_dim == 256
+    assert (int(model.stage), int(model.student_steps)) == (0, 8)
+    with torch.no_grad():  # the zero w projection leaves the teacher's output as it was
+        extra = dict(timestep_cond=guidance_scale_embedding(torch.tensor([3.0, 5.0]), 256))
+        cond = model.data_preprocessor.encode_text(["a seven", "a two"])
+        base_out = unet(Z, T_STEPS, **cond).sample
+        assert torch.equal(unet(Z, T_STEPS, **cond, **extra).sample, base_out)
+        unet.time_embedding.cond_proj.weight.normal_(std=0.05)  # make w matter
+    x0, indices = torch.randn(2, 4, 8, 8), torch.tensor([3, 11])
+    captured = []
+    model.loss.forward = lambda pred, target, *a: captured.append(target) or pred.mean()
+    T, empty = 1000, model.data_preprocessor.encode_text(["", ""])
+
+    def alpha_sigma(t):
+        a, s = model.schedule.alpha_sigma(t)
+        return a.view(-1, 1, 1, 1), s.view(-1, 1, 1, 1)
+
+    def draws(stage):
+        rng = SampleRNG(indices.tolist(), model.noise_seed, "cpu", iteration=0)
+        n = int(model.student_steps)
+        t = rng.randint(0, T).double() if stage == 0 else \
+            rng.randint(1, n + 1).double() * T / n - 1
+        noise = rng.randn(4, 8, 8)
+        w = 2.0 + 6.0 * rng.rand()
+        a, s = alpha_sigma(t)
+        return t, n, (a * x0 + s * noise).float(), w
+
+    # stage 0: one guided eps-teacher evaluation, as v
+    t, _, z, w = draws(0)
+    with torch.no_grad():
+        c = model.teacher_unet(z, t.float(), **cond).sample.double()
+        u = model.teacher_unet(z, t.float(), **empty).sample.double()
+    eps = u + w.view(-1, 1, 1, 1) * (c - u)
+    a, s = alpha_sigma(t)
+    x_hat = (z.double() - s * eps) / a
+    model(x0, dict(cond=cond, indices=indices))
+    assert model.teacher_type == "epsilon"  # SD 1.5; the student predicts v
+    assert (captured[0] - (a * eps - s * x_hat)).abs().max() < 1e-4
+
+    model.next_stage()
+    assert (int(model.stage), int(model.student_steps)) == (1, 4)
+    assert model.teacher_type == "v_prediction"  # the teacher is now the stage-0 student
+    t, n, z, w = draws(1)
+    emb = guidance_scale_embedding(w.float(), 256)
+    (a, s), (am, sm), (a_s, s_s) = alpha_sigma(t), alpha_sigma(t - T / n / 2), \
+        alpha_sigma(t - T / n)
+    zz, tt = z, t
+    for a0, s0, a1, s1 in ((a, s, am, sm), (am, sm, a_s, s_s)):
+        with torch.no_grad():
+            v = unet(zz, tt.float(), **cond, timestep_cond=emb).sample.double()
+        zz = ddim(v, zz.double(), a0, s0, a1, s1, "v_prediction").float()
+        tt = tt - T / n / 2
+    x_t = (zz.double() - s_s / s * z.double()) / (a_s - s_s / s * a)
+    eps = (z.double() - a * x_t) / s
+    model(x0, dict(cond=cond, indices=indices))
+    assert (captured[1] - (a * eps - s * x_t)).abs().max() < 1e-4
+
+
+def test_pd_lora_teacher_is_a_second_adapter(bases):
+    lora = dict(r=4, lora_alpha=4, init_lora_weights=False,  # random B: student != base
+                target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    model = pd_model(bases["sd"], lora_config=lora, guidance_scale=3.0)
+    unet, cond = model.bare_unet, model.data_preprocessor.encode_text(["a", "b"])
+    base = DiffusionPipelineUNet(bases["sd"])
+    out = lambda f: f(Z, T_STEPS, **cond).sample  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(out(model.teacher_unet), out(base))  # first: zero adapter = base
+        assert not torch.equal(out(unet), out(base))
+        for name, p in unet.named_parameters():
+            if ".default." in name:
+                p.add_(0.01)
+        model.next_stage()
+        assert torch.equal(out(model.teacher_unet), out(unet))
+    trainable = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert trainable and all(".default." in n for n in trainable), "teacher stays frozen"
+    assert all("lora_" in k for k in model.state_dict() if k.startswith("unet."))
+    with pytest.raises(ValueError, match="LoRA export cannot carry"):
+        pd_model(bases["sd"], lora_config=lora, guidance_scale=(2.0, 8.0))
+    with pytest.raises(ValueError, match="guidance_scale=0.5 must be"):
+        pd_model(bases["sd"], guidance_scale=0.5)
+
+
+def DiffusionPipelineUNet(base):
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval()

@@ -22,6 +22,14 @@ def export_pipeline(pipe, folder: str, metadata: dict | None = None) -> str:
                             folder, metadata)
 
 
+def export_model(model, folder: str, metadata: dict, unet=None) -> str:
+    """``model``'s export (with ``unet`` in place of its own): the adapters of
+    a LoRA student, not a copy of the base model, or a whole pipeline."""
+    if model.lora_config is not None:
+        return write_atomically(lambda tmp: model.save_lora(tmp, unet), folder, metadata)
+    return export_pipeline(model.build_pipeline(unet), folder, metadata)
+
+
 def write_atomically(save, folder: str, metadata: dict | None = None) -> str:
     """``save(tmp)`` into a temp folder, add the metadata, then rename over
     ``folder``: a killed run leaves a ``.tmp`` folder behind, never a
@@ -80,9 +88,6 @@ class DiffusersExportHook(Hook):
             iteration=step, prediction_type=model.prediction_type,
             num_inference_steps=steps, ema=model is not getattr(runner.model, "module", runner.model),
             config=osp.basename(runner.cfg.filename or ""), **model.export_metadata())
-        if model.lora_config is not None:  # adapters only, not a copy of the base model
-            write_atomically(model.save_lora, folder, metadata)
-        else:
-            export_pipeline(model.build_pipeline(), folder, metadata)
+        export_model(model, folder, metadata)
         runner.logger.info(f"Exported diffusers pipeline to {folder}")
         return folder

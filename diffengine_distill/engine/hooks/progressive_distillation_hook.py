@@ -9,7 +9,7 @@ from mmengine.hooks import Hook
 
 from diffengine_distill.registry import HOOKS
 
-from .export_hook import export_pipeline
+from .export_hook import export_model
 from .utils import exported_model, unwrap
 
 
@@ -19,6 +19,8 @@ class ProgressiveDistillationHook(Hook):
     becomes the teacher, N halves, the optimizer state is reset and the LR
     restarts; each finished stage is exported to
     ``work_dir/stage_<k>_<N>steps`` (a DDIMPipeline folder for N steps).
+    Guided teachers add a stage 0 that keeps the step count (the guidance
+    distillation of Meng et al.).
 
     Everything is a function of the iteration counter and the model's state
     dict, so ``--resume`` continues mid-stage exactly.
@@ -55,7 +57,7 @@ class ProgressiveDistillationHook(Hook):
             raise ValueError(f"Cannot halve {teacher_steps} teacher steps down to "
                              f"end_steps={self.end_steps}: teacher_steps / end_steps must "
                              "be a power of two >= 2.")
-        stages = len(self.plan(teacher_steps))
+        stages = len(self.plan(teacher_steps)) + (model.first_stage == 0)
         needed = stages * self.iters_per_stage
         if runner.max_iters > needed:
             raise ValueError(
@@ -79,7 +81,7 @@ class ProgressiveDistillationHook(Hook):
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         model = unwrap(runner.model)
-        stage = runner.iter // self.iters_per_stage + 1
+        stage = runner.iter // self.iters_per_stage + model.first_stage
         while int(model.stage) < stage:
             self._next_stage(runner, model)
         progress = (runner.iter % self.iters_per_stage) / self.iters_per_stage
@@ -105,8 +107,9 @@ class ProgressiveDistillationHook(Hook):
         n, stage = int(model.student_steps), int(model.stage)
         if is_main_process():
             folder = osp.join(runner.work_dir, f"stage_{stage}_{n}steps")
-            export_pipeline(model.build_pipeline(unet), folder, dict(
+            export_model(model, folder, dict(
                 stage=stage, num_inference_steps=n, iteration=runner.iter + 1,
                 prediction_type=model.prediction_type,
-                config=osp.basename(runner.cfg.filename or "")))
+                config=osp.basename(runner.cfg.filename or ""), **model.export_metadata()),
+                unet=unet)
             runner.logger.info(f"Exported the {n}-step student to {folder}")

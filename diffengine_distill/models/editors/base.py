@@ -12,7 +12,7 @@ from diffengine_distill.pipelines import SamplerPipeline
 from diffengine_distill.registry import MODELS
 
 from ..builders import build_scheduler, build_unet
-from ..diffusion import VPSchedule, check_prediction_type
+from ..diffusion import VPSchedule, check_prediction_type, per_sample
 
 # The exported sampler: DDIM whose last step returns x0_hat (alpha_bar = 1)
 # and whose N-step grid starts at T-1 (trailing), pinned in every export
@@ -65,6 +65,30 @@ def add_lora(unet, options: dict):
     return config
 
 
+ATTENTION_BACKENDS = ("sdpa", "xformers", "eager")
+
+
+def set_attention(unet, backend: str) -> None:
+    """Attention kernels of every Attention layer: torch SDPA (diffusers'
+    default, flash / memory-efficient on GPU), xformers, or the plain
+    softmax(QK^T)V of ``AttnProcessor`` (a reference, most memory)."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"model.attention={backend!r} is not one of {ATTENTION_BACKENDS}.")
+    if backend == "xformers":
+        try:
+            import xformers  # noqa: F401
+        except ImportError as err:
+            raise ImportError("model.attention='xformers' needs the xformers package (pip "
+                              "install xformers, CUDA builds); 'sdpa' (the default) uses "
+                              "torch's own memory-efficient kernels.") from err
+        unet.enable_xformers_memory_efficient_attention()
+    elif backend == "eager":
+        from diffusers.models.attention_processor import Attention, AttnProcessor
+        for module in unet.modules():
+            if isinstance(module, Attention):
+                module.set_processor(AttnProcessor())
+
+
 def unet_kwargs(cond) -> dict:
     """UNet keyword arguments of a conditioning: class labels, a dict (text), None."""
     if isinstance(cond, dict):
@@ -83,12 +107,14 @@ def cat_conditions(conds: list):
     return torch.cat(conds)
 
 
-class AdaptersDisabled:
+class AdapterTeacher:
     """The frozen teacher of a LoRA student: the student's own UNet with its
-    adapters switched off for the call, so the base weights exist once."""
+    adapters off (``adapter=None``) or with a frozen adapter of its own
+    active, for the call only, so the base weights exist once."""
 
-    def __init__(self, model):
+    def __init__(self, model, adapter: str | None = None):
         self.model = model
+        self.adapter = adapter
 
     @property
     def config(self):
@@ -96,11 +122,21 @@ class AdaptersDisabled:
 
     def __call__(self, *args, **kwargs):
         unet = self.model.bare_unet
-        unet.disable_adapters()
+        if self.adapter is None:
+            unet.disable_adapters()
+            try:
+                return unet(*args, **kwargs)
+            finally:
+                unet.enable_adapters()
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+        for layer in layers:  # inference_mode: requires_grad stays off
+            layer.set_adapter(self.adapter, inference_mode=True)
         try:
             return unet(*args, **kwargs)
         finally:
-            unet.enable_adapters()
+            for layer in layers:  # the student's adapter, trainable again
+                layer.set_adapter("default")
 
 
 class BaseDiffusionModel(BaseModel):
@@ -122,6 +158,7 @@ class BaseDiffusionModel(BaseModel):
             frozen UNet instead of the UNet itself.
         gradient_checkpointing: diffusers' activation checkpointing of the
             trained UNet (memory for compute).
+        attention: ``sdpa`` (default), ``xformers`` or ``eager`` kernels.
     """
 
     exact_grid = False
@@ -129,7 +166,7 @@ class BaseDiffusionModel(BaseModel):
     def __init__(self, unet, scheduler: dict, prediction_type: str | None = None,
                  sampler: dict | None = None, data_preprocessor: dict | None = None,
                  lora_config: dict | None = None, gradient_checkpointing: bool = False,
-                 init_cfg: dict | None = None):
+                 attention: str = "sdpa", init_cfg: dict | None = None):
         # Built from our registry so the model also builds outside a Runner.
         if not isinstance(data_preprocessor, nn.Module):
             data_preprocessor = MODELS.build(
@@ -140,6 +177,7 @@ class BaseDiffusionModel(BaseModel):
             self.data_preprocessor.check_unet(self.unet)
         if gradient_checkpointing:  # recompute activations in backward: less memory
             self.unet.enable_gradient_checkpointing()
+        set_attention(self.unet, attention)
         self.lora_config = None
         if lora_config:
             self.lora_config = add_lora(self.unet, lora_config)
@@ -164,7 +202,7 @@ class BaseDiffusionModel(BaseModel):
         LoRA student the UNet itself with its adapters disabled."""
         if self.lora_config is None:
             return copy.deepcopy(self.unet).eval().requires_grad_(False)
-        return AdaptersDisabled(self)
+        return AdapterTeacher(self)
 
     # -- conditioning --------------------------------------------------------
     @property
@@ -188,6 +226,28 @@ class BaseDiffusionModel(BaseModel):
             return self.data_preprocessor.encode_empty(
                 n, None if added is None else added["time_ids"])
         return torch.full_like(cond, null_class)
+
+    def check_guidance_scale(self, guidance_scale, key: str) -> None:
+        """Classifier-free guidance needs a conditional teacher."""
+        if guidance_scale != 1 and self.num_classes is None and not self.text_conditioned:
+            raise ValueError(f"{key}={guidance_scale} needs a class-conditional teacher "
+                             "with a null class or a text-to-image teacher; this teacher is "
+                             f"unconditional: set {key}=1.")
+
+    def guided_forward(self, unet, z: Tensor, t: Tensor, cond, guidance_scale,
+                       null_class: int | None = None) -> Tensor:
+        """Classifier-free guidance, uncond + w (cond - uncond), on the raw output
+        (affine in it, so the same in eps, v and x0); ``guidance_scale`` is a
+        number or one per sample."""
+        if not torch.is_tensor(guidance_scale) and guidance_scale == 1:
+            return self.unet_forward(unet, z, t, cond)
+        t = torch.as_tensor(t, device=z.device)
+        t = t.expand(z.shape[0]) if t.ndim == 0 else t
+        null = self.null_condition(cond, null_class)
+        out = self.unet_forward(unet, torch.cat([z, z]), torch.cat([t, t]),
+                                cat_conditions([cond, null]))
+        cond_out, uncond_out = out.chunk(2)
+        return uncond_out + per_sample(guidance_scale, z).to(out) * (cond_out - uncond_out)
 
     @property
     def bare_unet(self):
@@ -242,18 +302,19 @@ class BaseDiffusionModel(BaseModel):
         return build_scheduler(dict(cfg, prediction_type=self.prediction_type),
                                base_config=self.scheduler.config)
 
-    def save_lora(self, folder: str) -> None:
+    def save_lora(self, folder: str, unet=None) -> None:
         """LoRA students: ``folder/unet`` as a PEFT adapter (for
         ``PeftModel.from_pretrained(pipe.unet, folder/"unet")``), diffusers'
         ``pytorch_lora_weights.safetensors`` (for ``pipe.load_lora_weights``)
-        and the sampler in ``folder/scheduler``."""
+        and the sampler in ``folder/scheduler``. ``unet``: whose adapter
+        ("default"; e.g. an EMA copy's), by default this model's."""
         import os.path as osp
 
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
         state = {k: v.detach().cpu().contiguous()
-                 for k, v in get_peft_model_state_dict(self.bare_unet).items()}
+                 for k, v in get_peft_model_state_dict(self.bare_unet if unet is None else unet).items()}
         self.lora_config.save_pretrained(osp.join(folder, "unet"))
         # PeftModel's own key names: the adapter name is implied ("default").
         save_file({f"base_model.model.{k}": v for k, v in state.items()},

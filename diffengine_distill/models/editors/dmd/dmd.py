@@ -96,11 +96,7 @@ class DMD(BaseDiffusionModel):
                              "< 1 of the training timesteps (papers: (0.02, 0.98)).")
         self.dm_t_range = (lo, hi)
         self.real_guidance_scale = float(real_guidance_scale)
-        if self.real_guidance_scale != 1 and self.num_classes is None \
-                and not self.text_conditioned:
-            raise ValueError(f"real_guidance_scale={real_guidance_scale} needs a class-"
-                             "conditional teacher with a null class; this teacher is "
-                             "unconditional: set model.real_guidance_scale=1.")
+        self.check_guidance_scale(self.real_guidance_scale, "model.real_guidance_scale")
         self.null_class = None if self.num_classes is None else \
             (self.num_classes - 1 if null_class is None else int(null_class))
         self.critic_loss = MODELS.build(critic_loss or dict(type="DiffusionLoss",
@@ -166,13 +162,8 @@ class DMD(BaseDiffusionModel):
 
     def real_x0(self, z: Tensor, t: Tensor, labels) -> Tensor:
         """The teacher's x0_hat, with CFG on the real score when asked."""
-        if self.real_guidance_scale == 1:
-            return self.x0(self.unet_forward(self.teacher_unet, z, t, labels), z, t)
-        null = self.null_condition(labels, self.null_class)
-        out = self.unet_forward(self.teacher_unet, torch.cat([z, z]), torch.cat([t, t]),
-                                cat_conditions([labels, null]))
-        cond, uncond = self.x0(out, torch.cat([z, z]), torch.cat([t, t])).chunk(2)
-        return uncond + self.real_guidance_scale * (cond - uncond)
+        return self.x0(self.guided_forward(self.teacher_unet, z, t, labels,
+                                           self.real_guidance_scale, self.null_class), z, t)
 
     def noised(self, x: Tensor, t: Tensor) -> Tensor:
         alpha, sigma = (c.to(x) for c in self.schedule.alpha_sigma(t))

@@ -8,9 +8,10 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ...diffusion import check_prediction_type, ddim_step, prediction_target
-from ..base import BaseDiffusionModel
+from ...diffusion import check_prediction_type, ddim_step, prediction_target, split_prediction
+from ..base import AdapterTeacher, BaseDiffusionModel
 from ..sample_rng import batch_rng
+from .guidance_embedding import add_guidance_embedding, guidance_scale_embedding
 from .pd_target import pd_target, student_grid
 
 
@@ -24,6 +25,19 @@ class ProgressiveDistillation(BaseDiffusionModel):
     ``ProgressiveDistillationHook``; both live in the state dict, so a resumed
     run continues mid-stage with the right teacher.
 
+    Classifier-free guidance (text or class-conditional teachers) follows
+    Meng et al. (CVPR 2023): a stage 0 first teaches the student the guided
+    teacher's output at every t (same step count, one UNet call instead of
+    two), then the halving stages distil that guided student. A fixed
+    ``guidance_scale`` w is baked in (sample the exports with
+    guidance_scale=1); a range (lo, hi) draws w per sample and gives a text
+    student a guidance-scale embedding, so the exports sample any w in the
+    range with ``pipe(..., guidance_scale=w)`` in one UNet call per step.
+
+    LoRA students (``lora_config``) keep their teacher as a second, frozen
+    adapter ("teacher") on the same UNet: zero (the base model) in the first
+    stage, the previous student's adapter after each stage.
+
     Args:
         teacher_steps: sampling steps of the initial teacher (2N of stage 1).
         student_prediction_type: the student's parameterisation, ``v_prediction``
@@ -31,12 +45,18 @@ class ProgressiveDistillation(BaseDiffusionModel):
             shared conversion helper. eps students are unstable at few steps.
         loss: ``DiffusionLoss``; ``truncated_snr`` is the paper's max(x-MSE,
             eps-MSE), ``snr_plus_one`` the v-MSE.
+        guidance_scale: CFG scale w of the first teacher (1: none), or a
+            range (lo, hi) for a w-conditioned student.
+        guidance_embedding_dim: size of that w embedding (diffusers' LCM: 256).
+        null_class: the class-conditional teacher's null label (default: the last).
     """
 
     exact_grid = True
 
     def __init__(self, *args, teacher_steps: int, student_prediction_type: str = "v_prediction",
-                 loss: dict | None = None, noise_seed: int = 0, **kwargs):
+                 loss: dict | None = None, noise_seed: int = 0,
+                 guidance_scale: float | tuple[float, float] = 1.0,
+                 guidance_embedding_dim: int = 256, null_class: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         T = self.schedule.num_train_timesteps
         if teacher_steps < 2 or teacher_steps % 2:
@@ -49,18 +69,72 @@ class ProgressiveDistillation(BaseDiffusionModel):
             raise ValueError("An epsilon student cannot produce x0 at the last step "
                              "(sigma -> 0 is fine, but alpha -> 0 is not); use "
                              "'v_prediction' or 'sample' as in the paper.")
-        self.teacher_type = self.prediction_type
+        self.first_teacher_type = self.prediction_type
         self.prediction_type = student_prediction_type
-        if self.lora_config is not None:
-            raise ValueError("LoRA students are not supported by progressive distillation "
-                             "yet (each stage's teacher is the previous student): distil the "
-                             "full UNet (remove model.lora_config).")
         self.noise_seed = int(noise_seed)
-        self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
+        self.guidance_range = self._check_guidance(guidance_scale)
+        self.null_class = None if self.num_classes is None else \
+            (self.num_classes - 1 if null_class is None else int(null_class))
+        guided = self.guidance_range != (1.0, 1.0)
+        teacher_embeds_w = getattr(self.bare_unet.config, "time_cond_proj_dim", None) is not None
+        # Meng et al.'s stage 0 (guided teacher -> one-call student) unless the
+        # teacher already is such a student.
+        self.first_stage = 0 if guided and not teacher_embeds_w else 1
+        if self.guidance_embedded:
+            add_guidance_embedding(self.bare_unet, guidance_embedding_dim)
+            self.guidance_embedding_dim = self.bare_unet.config.time_cond_proj_dim
+        if self.lora_config is None:
+            self.teacher_unet = copy.deepcopy(self.unet).eval().requires_grad_(False)
+        else:  # a second adapter, zero (lora_B = 0: exactly the base model) at first
+            self.bare_unet.add_adapter(copy.deepcopy(self.lora_config), adapter_name="teacher")
+            self.bare_unet.set_adapter("default")
+            with torch.no_grad():
+                for name, p in self.bare_unet.named_parameters():
+                    if ".teacher." in name and "lora_B" in name:
+                        p.zero_()
+            self.teacher_unet = AdapterTeacher(self, "teacher")
         self.loss = MODELS.build(loss or dict(type="DiffusionLoss", weighting="truncated_snr"))
         # Persistent so that checkpoints carry the stage.
-        self.register_buffer("stage", torch.tensor(1))
-        self.register_buffer("student_steps", torch.tensor(teacher_steps // 2))
+        self.register_buffer("stage", torch.tensor(self.first_stage))
+        self.register_buffer("student_steps",
+                             torch.tensor(teacher_steps // 2 ** self.first_stage))
+
+    def _check_guidance(self, guidance_scale) -> tuple[float, float]:
+        lo, hi = (guidance_scale, guidance_scale) if isinstance(guidance_scale, (int, float)) \
+            else tuple(guidance_scale)
+        if not 1 <= lo <= hi:
+            raise ValueError(f"guidance_scale={guidance_scale} must be a CFG scale >= 1 or a "
+                             "range (lo, hi) with 1 <= lo <= hi.")
+        self.check_guidance_scale(hi, "model.guidance_scale")
+        if lo != hi and self.lora_config is not None:
+            raise ValueError(
+                f"guidance_scale={tuple(guidance_scale)} gives the student a guidance-scale "
+                "embedding (time_embedding.cond_proj), which a LoRA export cannot carry: "
+                "distil the full UNet (remove model.lora_config) or bake in one fixed "
+                "guidance_scale.")
+        return float(lo), float(hi)
+
+    @property
+    def guidance_embedded(self) -> bool:
+        return self.guidance_range[0] != self.guidance_range[1]
+
+    def export_metadata(self) -> dict:
+        """How to sample the export: a baked-in w needs no further guidance."""
+        lo, hi = self.guidance_range
+        if self.guidance_embedded:
+            return dict(guidance_scale_range=[lo, hi])
+        return dict(guidance_scale=1.0, distilled_guidance_scale=lo) if lo != 1 else {}
+
+    def sample(self, *args, guidance_scale: float | None = None, **kwargs):
+        if guidance_scale is None and not self.guidance_embedded and self.text_conditioned:
+            guidance_scale = 1.0  # baked in (or none): the pipeline must not add CFG
+        return super().sample(*args, guidance_scale=guidance_scale, **kwargs)
+
+    @property
+    def teacher_type(self) -> str:
+        """After stage 1 the teacher is a student: its prediction type."""
+        return self.first_teacher_type if int(self.stage) == self.first_stage \
+            else self.prediction_type
 
     @property
     def default_steps(self) -> int:
@@ -70,7 +144,14 @@ class ProgressiveDistillation(BaseDiffusionModel):
         """The student becomes the teacher and N halves."""
         if int(self.student_steps) == 1:
             raise RuntimeError("Already distilled to 1 step; no further stage.")
-        self.teacher_unet.load_state_dict(self.unet.state_dict())
+        if self.lora_config is None:
+            self.teacher_unet.load_state_dict(self.unet.state_dict())
+        else:
+            params = dict(self.bare_unet.named_parameters())
+            with torch.no_grad():
+                for name, p in params.items():
+                    if ".default." in name:
+                        params[name.replace(".default.", ".teacher.")].copy_(p)
         self.stage += 1
         self.student_steps //= 2
 
@@ -79,20 +160,39 @@ class ProgressiveDistillation(BaseDiffusionModel):
             raise ValueError("ProgressiveDistillation.forward supports mode='loss'.")
         labels = self.check_batch(inputs, data_samples)
         x0 = inputs.float()
-        n = int(self.student_steps)
         rng = batch_rng(data_samples, x0.shape[0], self.noise_seed, x0.device)
-        index = rng.randint(1, n + 1)
-        t, t_mid, s = student_grid(self.schedule.num_train_timesteps, n, index)
+        T, n = self.schedule.num_train_timesteps, int(self.student_steps)
+        if int(self.stage) == 0:  # any t: the student must work for every sampler
+            t = rng.randint(0, T).double()
+        else:
+            t, t_mid, s = student_grid(T, n, rng.randint(1, n + 1))
         alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(t))
         z_t = ddim_step(x0, rng.randn(*x0.shape[1:]).to(x0), alpha, sigma)
 
-        def teacher(z, time):
-            return self.unet_forward(self.teacher_unet, z.to(x0.dtype), time.float(), labels)
+        lo, hi = self.guidance_range
+        w, student_cond = lo, labels
+        if self.guidance_embedded:  # w ~ U[lo, hi] per sample
+            w = (lo + (hi - lo) * rng.rand()).float()
+            student_cond = dict(labels, timestep_cond=guidance_scale_embedding(
+                w, self.guidance_embedding_dim).to(x0.device))
 
-        x_target, eps_target = pd_target(teacher, self.teacher_type, self.schedule,
-                                         z_t, t, t_mid, s)
+        def teacher(z, time):
+            z = z.to(x0.dtype)
+            if int(self.stage) == 0:
+                return self.guided_forward(self.teacher_unet, z, time.float(), labels, w,
+                                           self.null_class)
+            return self.unet_forward(self.teacher_unet, z, time.float(), student_cond)
+
+        with torch.no_grad():
+            if int(self.stage) == 0:
+                x_target, eps_target = split_prediction(
+                    teacher(z_t, t).double(), z_t.double(), *self.schedule.alpha_sigma(t),
+                    self.teacher_type)
+            else:
+                x_target, eps_target = pd_target(teacher, self.teacher_type, self.schedule,
+                                                 z_t, t, t_mid, s)
         target = prediction_target(x_target.float(), eps_target.float(), alpha, sigma,
                                    self.prediction_type)
-        pred = self.unet_forward(self.unet, z_t, t.float(), labels)
+        pred = self.unet_forward(self.unet, z_t, t.float(), student_cond)
         loss = self.loss(pred, target, self.schedule.snr(t), self.prediction_type)
         return dict(loss=loss)
