@@ -136,6 +136,14 @@ def test_resume_missing_checkpoint(tmp_path):
     assert "/no/such.pth" in str(err.value) and "--resume" in str(err.value)
 
 
+def test_8bit_optimizer_without_bitsandbytes(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    with pytest.raises(ImportError, match="'AdamW8bit' is a bitsandbytes optimizer: pip install"):
+        build_config(parse_args([TEACHER_CFG, "--work-dir", str(tmp_path / "w"),
+                                 "--cfg-options", "optim_wrapper.optimizer.type=AdamW8bit"]))
+
+
 @pytest.mark.parametrize("option", ["train_cfg.max_iters=0", "train_cfg.max_iters=-5",
                                     "train_cfg.max_iters=1.5", "train_cfg.max_iters=abc",
                                     "train_dataloader.batch_size=0"])

@@ -66,6 +66,7 @@ def build_config(args):
         raise NotADirectoryError(f"work dir {cfg.work_dir!r} is a file; pass "
                                  "--work-dir with a directory path.")
     check_train_cfg(cfg)
+    check_optimizers(cfg)
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
         latest = osp.join(cfg.work_dir, "last_checkpoint")
@@ -98,6 +99,23 @@ def check_train_cfg(cfg) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r} "
                              f"(check {cfg.filename} and --cfg-options).")
+
+
+def check_optimizers(cfg) -> None:
+    """bitsandbytes' 8-bit optimizers (e.g. ``AdamW8bit``) exist only when it is
+    installed; say so instead of mmengine's bare "not in the registry"."""
+    wrappers = cfg.get("optim_wrapper") or {}
+    wrappers = [wrappers] if "optimizer" in wrappers else \
+        [w for w in wrappers.values() if isinstance(w, dict)]
+    for wrapper in wrappers:
+        name = str((wrapper.get("optimizer") or {}).get("type", ""))
+        if name.endswith("8bit"):
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError as err:
+                raise ImportError(
+                    f"optimizer type={name!r} is a bitsandbytes optimizer: pip install "
+                    "bitsandbytes (or use type='AdamW').") from err
 
 
 def check_checkpoint(path: str) -> None:
