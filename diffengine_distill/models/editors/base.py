@@ -227,6 +227,12 @@ class BaseDiffusionModel(BaseModel):
                 n, None if added is None else added["time_ids"])
         return torch.full_like(cond, null_class)
 
+    def null_class_label(self, null_class: int | None = None) -> int | None:
+        """CFG's null label of a class-conditional teacher (default: its last class)."""
+        if self.num_classes is None:
+            return None
+        return self.num_classes - 1 if null_class is None else int(null_class)
+
     def check_guidance_scale(self, guidance_scale, key: str) -> None:
         """Classifier-free guidance needs a conditional teacher."""
         if guidance_scale != 1 and self.num_classes is None and not self.text_conditioned:
@@ -313,8 +319,9 @@ class BaseDiffusionModel(BaseModel):
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
+        unet = self.bare_unet if unet is None else unet
         state = {k: v.detach().cpu().contiguous()
-                 for k, v in get_peft_model_state_dict(self.bare_unet if unet is None else unet).items()}
+                 for k, v in get_peft_model_state_dict(unet).items()}
         self.lora_config.save_pretrained(osp.join(folder, "unet"))
         # PeftModel's own key names: the adapter name is implied ("default").
         save_file({f"base_model.model.{k}": v for k, v in state.items()},

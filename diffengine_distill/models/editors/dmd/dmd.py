@@ -97,8 +97,7 @@ class DMD(BaseDiffusionModel):
         self.dm_t_range = (lo, hi)
         self.real_guidance_scale = float(real_guidance_scale)
         self.check_guidance_scale(self.real_guidance_scale, "model.real_guidance_scale")
-        self.null_class = None if self.num_classes is None else \
-            (self.num_classes - 1 if null_class is None else int(null_class))
+        self.null_class = self.null_class_label(null_class)
         self.critic_loss = MODELS.build(critic_loss or dict(type="DiffusionLoss",
                                                             weighting="snr"))
         self.regression_weight = float(regression_weight)

@@ -73,8 +73,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
         self.prediction_type = student_prediction_type
         self.noise_seed = int(noise_seed)
         self.guidance_range = self._check_guidance(guidance_scale)
-        self.null_class = None if self.num_classes is None else \
-            (self.num_classes - 1 if null_class is None else int(null_class))
+        self.null_class = self.null_class_label(null_class)
         guided = self.guidance_range != (1.0, 1.0)
         teacher_embeds_w = getattr(self.bare_unet.config, "time_cond_proj_dim", None) is not None
         # Meng et al.'s stage 0 (guided teacher -> one-call student) unless the
@@ -132,7 +131,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
 
     @property
     def teacher_type(self) -> str:
-        """After stage 1 the teacher is a student: its prediction type."""
+        """After the first stage the teacher is a student: its prediction type."""
         return self.first_teacher_type if int(self.stage) == self.first_stage \
             else self.prediction_type
 
