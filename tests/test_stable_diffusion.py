@@ -263,10 +263,6 @@ def test_latent_method_limits_fail_early(bases):
     cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = bases["sd"]
     with pytest.raises(ValueError, match="text-to-image UNets lack"):
         MODELS.build(dict(cfg, use_step_condition=True))
-    cfg = Config.fromfile("tests/configs/dmd2_sd_tiny.py").model
-    cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = bases["sd"]
-    with pytest.raises(ValueError, match="regression_weight=0"):
-        MODELS.build(dict(cfg, regression_weight=0.25, regression_loss="l2"))
 
 
 LORA = ["model.lora_config.r=4", "model.lora_config.lora_alpha=4",
@@ -446,3 +442,102 @@ def test_pd_lora_teacher_is_a_second_adapter(bases):
 def DiffusionPipelineUNet(base):
     from diffusers import UNet2DConditionModel
     return UNet2DConditionModel.from_pretrained(base, subfolder="unet").eval()
+
+
+# -- DMD with regression pairs of a text-to-image teacher ----------------------------------
+PROMPTS = ["a drawing of a one", "a seven", "a red zero"]
+
+
+@pytest.fixture(scope="module")
+def text_pairs(bases, tmp_path_factory):
+    from conftest import run
+    root = tmp_path_factory.mktemp("text_pairs")
+    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    run(["python", "tools/make_pairs.py", bases["sd"], "--out", str(root / "pairs"),
+         "--prompts", str(root / "prompts.txt"), "--guidance-scale", "3", "--solver", "pndm",
+         "--steps", "4", "--seeds", "0-4", "--shard-size", "3", "--batch-size", "2"])
+    return root
+
+
+def test_text_pairs_are_the_guided_teachers_latents(bases, text_pairs):
+    """SD's own pipeline (PNDM, CFG 3, seed s, prompt s mod 3) gives pair s."""
+    from diffusers import StableDiffusionPipeline
+
+    from diffengine_distill.apis.pairs import make_pairs, ode_scheduler
+    from diffengine_distill.datasets import PairsDataset
+    data = PairsDataset(str(text_pairs / "pairs"))
+    assert len(data) == 5 and [data[i]["data_samples"]["text"] for i in (0, 4)] == \
+        [PROMPTS[0], PROMPTS[1]]
+    pipe = StableDiffusionPipeline.from_pretrained(bases["sd"])
+    pipe.scheduler = ode_scheduler(pipe.scheduler, "pndm")
+    latents = pipe(PROMPTS[1], num_inference_steps=4, guidance_scale=3.0, output_type="latent",
+                   generator=torch.Generator().manual_seed(4)).images[0]
+    assert (latents - data[4]["inputs"]).abs().max() < 1e-4
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(4))[0]
+    assert torch.equal(data[4]["data_samples"]["noise"], noise)
+    with pytest.raises(ValueError, match="needs --prompts"):
+        make_pairs(bases["sd"], str(text_pairs / "other"), range(2), 2, progress=False)
+    with pytest.raises(ValueError, match="other settings"):  # same folder, other guidance
+        make_pairs(bases["sd"], str(text_pairs / "pairs"), range(5), 4, solver="pndm",
+                   shard_size=3, prompts=PROMPTS, guidance_scale=5.0, progress=False)
+
+
+def dmd_text_model(base, **kw):
+    cfg = Config.fromfile("tests/configs/dmd2_sd_tiny.py").model
+    cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = base
+    cfg.update(regression_weight=0.25, critic_updates_per_generator=1, gan_generator_weight=0.0,
+               gan_critic_weight=0.0, **kw)
+    return MODELS.build(cfg)
+
+
+def test_dmd_regression_on_text_pairs(bases, text_pairs):
+    """DMD's regression term on SD pairs: 0.25 * MSE(G(pair noise, pair prompt),
+    pair latents) with the generator before the update (l2 on latents)."""
+    from mmengine.dataset import pseudo_collate
+
+    from diffengine_distill.datasets import PairsDataset
+    from test_dmd import optim_wrappers
+    data = PairsDataset(str(text_pairs / "pairs"))
+    batch = pseudo_collate([data[i] for i in range(4)])
+    model, fresh = (dmd_text_model(bases["sd"], regression_loss="l2") for _ in range(2))
+    out = model.train_step(batch, optim_wrappers(model))
+    cond = fresh.data_preprocessor.encode_text([data[i]["data_samples"]["text"]
+                                                for i in range(4)])
+    noise = torch.stack([data[i]["data_samples"]["noise"] for i in range(4)])
+    with torch.no_grad():
+        eps = fresh.unet(noise, torch.full((4,), 999), **cond).sample
+    a, s = (c.float() for c in fresh.schedule.alpha_sigma(999))
+    expected = 0.25 * torch.nn.functional.mse_loss((noise - s * eps) / a,
+                                                   torch.stack([data[i]["inputs"]
+                                                                for i in range(4)]))
+    torch.testing.assert_close(out["loss_regression"], expected, rtol=1e-5, atol=1e-7)
+    assert torch.isfinite(out["loss_dm"]) and torch.isfinite(out["loss_critic"])
+
+
+def test_dmd_lpips_compares_decoded_text_pairs(bases, monkeypatch):
+    """LPIPS of latent pairs runs on the VAE's pixels at their own size, with
+    the gradient through the decoder to the generator."""
+    import diffengine_distill.models.editors.dmd.dmd as dmd
+
+    class AbsDistance(torch.nn.Module):  # stands in for LPIPS (no weights offline)
+        def forward(self, x, y):
+            assert x.shape[1:] == (3, 16, 16)
+            return (x - y).abs().mean((1, 2, 3))
+    monkeypatch.setattr(dmd, "build_lpips", lambda *a: AbsDistance())
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    y = torch.randn(2, 4, 8, 8)
+    vae = DiffusionPipelineVAE(bases["sd"])
+    with torch.no_grad():
+        expected = (vae.decode(x / vae.config.scaling_factor).sample -
+                    vae.decode(y / vae.config.scaling_factor).sample).abs().mean()
+    for kw in ({}, dict(regression_vae=dict(path=bases["sd"], subfolder="vae"))):
+        model = dmd_text_model(bases["sd"], regression_loss="lpips", **kw)
+        loss = model.regression(x, y)
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+        grad, = torch.autograd.grad(loss, x)
+        assert grad.abs().sum() > 0
+
+
+def DiffusionPipelineVAE(base):
+    from diffusers import AutoencoderKL
+    return AutoencoderKL.from_pretrained(base, subfolder="vae").eval()

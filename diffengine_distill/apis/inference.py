@@ -42,7 +42,7 @@ CLIP_CHOICES = ("export", "on", "off")
 
 def load_pipeline(path: str, device: str | torch.device = "cpu",
                   torch_dtype: torch.dtype = torch.float32, clip_sample: str = "export"):
-    """A diffusers pipeline from an export folder or a work dir.
+    """A diffusers pipeline from an export folder, a work dir or a hub id.
 
     ``clip_sample`` on/off overrides the export's x0 clipping. Note that
     diffusers' DDIM clips x0_hat but keeps the unclipped eps_hat, which over
@@ -51,11 +51,15 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     from diffusers import DiffusionPipeline
 
     import diffengine_distill
-    folder = find_export(path)
-    with open(osp.join(folder, "model_index.json")) as f:
-        name = json.load(f).get("_class_name")
-    cls = getattr(diffengine_distill, str(name), None) or DiffusionPipeline
-    pipe = cls.from_pretrained(folder, dtype=torch_dtype).to(device)
+    from diffengine_distill.models.builders import _looks_local, load_pretrained
+    if not _looks_local(path) and not osp.exists(path):  # a hub id (base models)
+        pipe = load_pretrained(DiffusionPipeline, path, torch_dtype=torch_dtype).to(device)
+    else:
+        folder = find_export(path)
+        with open(osp.join(folder, "model_index.json")) as f:
+            name = json.load(f).get("_class_name")
+        cls = getattr(diffengine_distill, str(name), None) or DiffusionPipeline
+        pipe = cls.from_pretrained(folder, dtype=torch_dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     if clip_sample not in CLIP_CHOICES:
         raise ValueError(f"clip_sample must be one of {CLIP_CHOICES}, got {clip_sample!r}")
@@ -75,11 +79,12 @@ def pipeline_classes(pipe) -> int | None:
 @torch.no_grad()
 def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int = 64,
              eta: float = 0.0, progress: bool = True, prompts=None,
-             guidance_scale: float | None = None) -> torch.Tensor:
+             guidance_scale: float | None = None, output_type: str = "pt") -> torch.Tensor:
     """Images in [-1, 1], one generator per seed (image i is reproducible alone).
 
     Text-to-image pipelines take ``prompts`` (one per seed, or one for all;
-    default "") and ``guidance_scale`` (default: the pipeline's).
+    default "") and ``guidance_scale`` (default: the pipeline's);
+    ``output_type="latent"`` returns their latents instead of images.
     """
     seeds = [int(s) for s in seeds]
     text = hasattr(pipe, "tokenizer")
@@ -96,7 +101,7 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
         chunk = seeds[start:start + batch_size]
         gens = [torch.Generator("cpu").manual_seed(s) for s in chunk]
         kwargs = dict(generator=gens, num_inference_steps=num_inference_steps,
-                      output_type="pt", eta=eta)
+                      output_type=output_type, eta=eta)
         if text:
             kwargs["prompt"] = prompts[start:start + batch_size]
             if guidance_scale is not None:
@@ -105,7 +110,8 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
             kwargs["class_labels"] = labels[start:start + batch_size]
         else:
             kwargs["batch_size"] = len(chunk)
-        out.append(pipe(**kwargs).images.float().cpu() * 2 - 1)
+        images = pipe(**kwargs).images.float().cpu()
+        out.append(images if output_type == "latent" else images * 2 - 1)
     return torch.cat(out)
 
 

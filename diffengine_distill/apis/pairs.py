@@ -1,8 +1,12 @@
 """The logic of ``tools/make_pairs.py``: a teacher's deterministic ODE samples
-with the noise that made them, in resumable shards (DMD's regression set)."""
+with the noise that made them, in resumable shards (DMD's regression set).
+
+Text-to-image teachers give latents (the UNet's space) of their guided ODE,
+one prompt per seed; the prompts travel in each shard's metadata."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -10,16 +14,18 @@ import os.path as osp
 import torch
 from tqdm import tqdm
 
+from diffengine_distill.datasets.noise import read_prompts
+from diffengine_distill.models.text_conditioning import DTYPES
 from diffengine_distill.datasets.pairs import PAIRS_META, load_shard
 
 from .inference import export_metadata, find_export, generate, load_pipeline, parse_seeds
 
-SOLVERS = ("dpmpp", "ddim")
+SOLVERS = ("dpmpp", "ddim", "pndm")
 
 
 def ode_scheduler(scheduler, solver: str):
     """A deterministic ODE solver on the teacher's noise schedule, ending at x0."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
     if solver == "dpmpp":
         return DPMSolverMultistepScheduler.from_config(
             scheduler.config, algorithm_type="dpmsolver++", solver_order=2,
@@ -27,6 +33,8 @@ def ode_scheduler(scheduler, solver: str):
     if solver == "ddim":
         return DDIMScheduler.from_config(scheduler.config, timestep_spacing="trailing",
                                          set_alpha_to_one=True, clip_sample=False)
+    if solver == "pndm":  # Stable Diffusion's own PLMS sampler (DMD's SD pairs)
+        return PNDMScheduler.from_config(scheduler.config, skip_prk_steps=True)
     raise ValueError(f"Unknown solver {solver!r}; use one of {SOLVERS}.")
 
 
@@ -36,34 +44,38 @@ def pair_labels(seeds, num_classes: int | None) -> list[int] | None:
 
 def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str = "dpmpp",
                shard_size: int = 1000, num_classes: int | None = None, batch_size: int = 64,
-               device: str = "cpu", progress: bool = True) -> dict:
+               device: str = "cpu", progress: bool = True, prompts=None,
+               guidance_scale: float | None = None,
+               torch_dtype: torch.dtype = torch.float32) -> dict:
     """Write ``out/shard_<k>.safetensors`` for consecutive chunks of ``seeds``.
 
     Shards already written with the same settings are kept, so a killed run
     continues where it stopped; each shard is written to a temp file and
     renamed. Noise of seed s is the pipeline's own draw (a CPU generator
-    seeded with s), so the pairs reproduce ``generate``.
+    seeded with s), so the pairs reproduce ``generate``. A text-to-image
+    teacher (an export, a local diffusers folder or a hub id) needs
+    ``prompts`` (a list or a file, one per line; seed s gets prompt s mod
+    their number) and samples with CFG at ``guidance_scale``.
     """
     from safetensors.torch import save_file
-
-    from diffengine_distill.pipelines import SamplerPipeline
     seeds = [int(s) for s in seeds]
     if not seeds or shard_size < 1 or num_steps < 1:
         raise ValueError("Need at least one seed, shard_size >= 1 and num_steps >= 1.")
-    folder = find_export(teacher)
-    pipe = load_pipeline(folder, device=device)
-    classes = getattr(pipe.unet.config, "num_class_embeds", None)
-    if num_classes is None and classes:
-        # A teacher trained for CFG reserves its last class as the null label.
-        num_classes = export_metadata(folder).get("null_class") or classes
-    if num_classes and not classes:
-        raise ValueError(f"num_classes={num_classes} but the teacher at {folder!r} is "
-                         "unconditional: leave --num-classes out.")
-    pipe = SamplerPipeline(unet=pipe.unet, scheduler=ode_scheduler(pipe.scheduler, solver))
-    pipe.set_progress_bar_config(disable=True)
-    settings = dict(teacher=osp.abspath(folder), solver=solver, num_steps=num_steps,
-                    shard_size=shard_size, num_classes=num_classes,
+    pipe = load_pipeline(teacher, device=device, torch_dtype=torch_dtype)
+    text = hasattr(pipe, "tokenizer")
+    folder = find_export(teacher) if osp.isdir(osp.expanduser(teacher)) else teacher
+    if text:
+        pipe, num_classes, prompts = _text_teacher(pipe, solver, num_classes, prompts,
+                                                   guidance_scale)
+    else:
+        pipe, num_classes = _class_teacher(pipe, folder, solver, num_classes, prompts,
+                                           guidance_scale)
+    settings = dict(teacher=osp.abspath(folder) if osp.isdir(folder) else folder, solver=solver,
+                    num_steps=num_steps, shard_size=shard_size, num_classes=num_classes,
                     shape=[pipe.unet.config.in_channels, *_size(pipe.unet.config.sample_size)])
+    if text:
+        settings.update(guidance_scale=guidance_scale, prompts_sha1=hashlib.sha1(
+            "\n".join(prompts).encode()).hexdigest())
     os.makedirs(out, exist_ok=True)
     meta_file = osp.join(out, PAIRS_META)
     meta = dict(settings, shards=[], seeds=[])
@@ -84,8 +96,10 @@ def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str =
             bar.update(len(chunk))
             continue
         labels = pair_labels(chunk, num_classes)
+        texts = [prompts[s % len(prompts)] for s in chunk] if text else None
         images = generate(pipe, chunk, num_steps, labels=labels, batch_size=batch_size,
-                          progress=False)
+                          progress=False, prompts=texts, guidance_scale=guidance_scale,
+                          output_type="latent" if text else "pt")
         shape = (1, *settings["shape"])
         noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s))
                            for s in chunk])
@@ -93,7 +107,8 @@ def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str =
                        seeds=torch.tensor(chunk))
         if labels is not None:
             tensors["labels"] = torch.tensor(labels)
-        save_file(tensors, path + ".tmp")
+        metadata = dict(prompts=json.dumps(texts)) if text else None
+        save_file(tensors, path + ".tmp", metadata=metadata)
         os.replace(path + ".tmp", path)
         if name not in meta["shards"]:
             meta["shards"].append(name)
@@ -102,6 +117,36 @@ def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str =
         bar.update(len(chunk))
     bar.close()
     return meta
+
+
+def _class_teacher(pipe, folder: str, solver: str, num_classes, prompts, guidance_scale):
+    """A class-conditional or unconditional teacher's ODE pipeline and its classes."""
+    from diffengine_distill.pipelines import SamplerPipeline
+    if prompts is not None or guidance_scale is not None:
+        raise ValueError(f"--prompts and --guidance-scale are for text-to-image teachers; "
+                         f"{folder!r} is not one: leave them out.")
+    classes = getattr(pipe.unet.config, "num_class_embeds", None)
+    if num_classes is None and classes:
+        # A teacher trained for CFG reserves its last class as the null label.
+        num_classes = export_metadata(folder).get("null_class") or classes
+    if num_classes and not classes:
+        raise ValueError(f"num_classes={num_classes} but the teacher at {folder!r} is "
+                         "unconditional: leave --num-classes out.")
+    pipe = SamplerPipeline(unet=pipe.unet, scheduler=ode_scheduler(pipe.scheduler, solver))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, num_classes
+
+
+def _text_teacher(pipe, solver: str, num_classes, prompts, guidance_scale):
+    """A text-to-image pipeline on the ODE solver, its (None) classes and prompts."""
+    if num_classes:
+        raise ValueError("--num-classes is for class-conditional teachers; this one is "
+                         "text-to-image: give --prompts instead.")
+    if prompts is None or guidance_scale is None:
+        raise ValueError("A text-to-image teacher needs --prompts (a file, one prompt per "
+                         "line) and --guidance-scale (DMD's SD pairs: 3, the real score's).")
+    pipe.scheduler = ode_scheduler(pipe.scheduler, solver)
+    return pipe, None, read_prompts(prompts)
 
 
 def _size(size) -> list[int]:
@@ -129,15 +174,25 @@ def main(argv=None):
     p.add_argument("--seeds", default="0-9999", help="e.g. 0-9999")
     p.add_argument("--steps", type=int, default=64, help="ODE solver steps")
     p.add_argument("--solver", choices=SOLVERS, default="dpmpp",
-                   help="dpmpp: DPM-Solver++(2M); ddim: deterministic DDIM")
+                   help="dpmpp: DPM-Solver++(2M); ddim: deterministic DDIM; pndm: SD's "
+                   "PLMS (DMD's SD pairs: pndm, 50 steps)")
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--num-classes", type=int, default=None,
                    help="labels are seed %% N (default: the teacher's classes without "
                    "its null class)")
+    p.add_argument("--prompts", default=None,
+                   help="text-to-image teachers: a file with one prompt per line (seed s "
+                   "gets line s %% lines)")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="text-to-image teachers: CFG scale of the pairs (DMD, SD 1.5: 3)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="teacher weights' dtype (pairs are stored in float32)")
     args = p.parse_args(argv)
     meta = make_pairs(args.teacher, args.out, parse_seeds(args.seeds), args.steps, args.solver,
-                      args.shard_size, args.num_classes, args.batch_size, args.device)
+                      args.shard_size, args.num_classes, args.batch_size, args.device,
+                      prompts=args.prompts, guidance_scale=args.guidance_scale,
+                      torch_dtype=DTYPES[args.dtype])
     print(f"{sum(b - a + 1 for a, b in meta['seeds'])} pairs in {len(meta['shards'])} "
           f"shard(s) at {args.out}")

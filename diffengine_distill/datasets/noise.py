@@ -7,10 +7,25 @@ processes.
 """
 from __future__ import annotations
 
+import os.path as osp
+
 import torch
 from torch.utils.data import Dataset
 
 from diffengine_distill.registry import DATASETS
+
+
+def read_prompts(prompts) -> list[str]:
+    """A list of prompts, or a text file with one per line (blank lines skipped)."""
+    if isinstance(prompts, str):
+        if not osp.isfile(prompts):
+            raise FileNotFoundError(f"Prompt file {prompts!r} not found: give a text file "
+                                    "with one prompt per line.")
+        with open(prompts) as f:
+            prompts = [line.strip() for line in f if line.strip()]
+    if not prompts:
+        raise ValueError("The prompt list is empty: give at least one prompt.")
+    return list(prompts)
 
 
 @DATASETS.register_module()
@@ -34,12 +49,7 @@ class NoiseDataset(Dataset):
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}.")
         self.shape, self.num_classes, self.length, self.seed = shape, num_classes, length, seed
-        if isinstance(prompts, str):
-            with open(prompts) as f:
-                prompts = [line.strip() for line in f if line.strip()]
-        if prompts is not None and not prompts:
-            raise ValueError("NoiseDataset: prompts is empty.")
-        self.prompts = prompts
+        self.prompts = None if prompts is None else read_prompts(prompts)
         self.metainfo = {}
 
     def __len__(self) -> int:

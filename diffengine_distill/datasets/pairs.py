@@ -2,7 +2,9 @@
 
 A pairs folder (written by ``tools/make_pairs.py``) holds ``pairs.json`` and
 shards ``shard_<k>.safetensors`` with ``noise`` and ``images`` (N, C, H, W)
-float32, ``seeds`` (N,) and, for class-conditional teachers, ``labels``.
+float32 (latents for text-to-image teachers), ``seeds`` (N,) and, for
+class-conditional teachers, ``labels``; text-to-image shards keep their
+prompts as JSON in the safetensors metadata (``prompts``).
 """
 from __future__ import annotations
 
@@ -27,14 +29,21 @@ def read_pairs_meta(path: str) -> dict:
         return json.load(f)
 
 
-def load_shard(path: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-    return load_file(path)
+def load_shard(path: str) -> dict:
+    """The shard's tensors, plus ``prompts`` (a list) when it has them."""
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as f:
+        shard = {k: f.get_tensor(k) for k in f.keys()}
+        prompts = (f.metadata() or {}).get("prompts")
+    if prompts is not None:
+        shard["prompts"] = json.loads(prompts)
+    return shard
 
 
 @DATASETS.register_module()
 class PairsDataset(Dataset):
-    """``dict(inputs=teacher image, data_samples=dict(noise=its noise, label=...))``.
+    """``dict(inputs=teacher image, data_samples=dict(noise=its noise, label=...,
+    text=its prompt))``.
 
     Args:
         path: a folder written by ``tools/make_pairs.py``.
@@ -42,7 +51,7 @@ class PairsDataset(Dataset):
 
     def __init__(self, path: str):
         meta = read_pairs_meta(path)
-        tensors = {"noise": [], "images": [], "labels": []}
+        tensors = {"noise": [], "images": [], "labels": [], "prompts": []}
         for name in meta["shards"]:
             shard_file = osp.join(osp.expanduser(path), name)
             if not osp.isfile(shard_file):
@@ -57,6 +66,10 @@ class PairsDataset(Dataset):
         self.noise = torch.cat(tensors["noise"])
         self.images = torch.cat(tensors["images"])
         self.labels = torch.cat(tensors["labels"]) if tensors["labels"] else None
+        self.prompts = sum(tensors["prompts"], []) or None
+        if self.prompts is not None and len(self.prompts) != len(self.noise):
+            raise ValueError(f"Pairs at {path!r} hold {len(self.prompts)} prompts for "
+                             f"{len(self.noise)} pairs: remake them with tools/make_pairs.py.")
         shape = tuple(meta["shape"])
         if self.noise.shape != self.images.shape or self.noise.shape[1:] != shape:
             raise ValueError(f"Pairs at {path!r} are shaped noise {tuple(self.noise.shape)}, "
@@ -69,5 +82,7 @@ class PairsDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         label = None if self.labels is None else int(self.labels[index])
-        return dict(inputs=self.images[index],
-                    data_samples=dict(label=label, noise=self.noise[index]))
+        samples = dict(label=label, noise=self.noise[index])
+        if self.prompts is not None:
+            samples["text"] = self.prompts[index]
+        return dict(inputs=self.images[index], data_samples=samples)

@@ -51,6 +51,13 @@ def load_pretrained(cls, path: str, subfolder: str | None = None, **kwargs):
         raise OSError(f"Could not load {cls.__name__} from {where!r}: {err}\n{hint}") from err
 
 
+def load_vae(path: str, class_name: str = "AutoencoderKL", subfolder: str | None = None,
+             **kwargs):
+    """A diffusers autoencoder (``AutoencoderKL``, ``AutoencoderTiny``, ...)."""
+    return load_pretrained(_class_by_name(class_name, "AutoencoderKL"), path,
+                           subfolder=subfolder, **kwargs)
+
+
 def _class_by_name(name: str, default: str):
     """A diffusers (or diffengine_distill) class by name."""
     import diffengine_distill

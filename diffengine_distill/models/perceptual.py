@@ -24,9 +24,12 @@ def build_lpips(option: str, fallback: str):
                            f"torch hub cache, {fix}") from err
 
 
-def lpips_distance(net, x: Tensor, y: Tensor) -> Tensor:
-    """Per-image LPIPS at 224 px (as sfd-main); one-channel images are repeated to RGB."""
+def lpips_distance(net, x: Tensor, y: Tensor, size: int | None = 224) -> Tensor:
+    """Per-image LPIPS at ``size`` px (224 as sfd-main; None: as they are);
+    one-channel images are repeated to RGB."""
     def prep(img):
         img = img.repeat(1, 3, 1, 1) if img.shape[1] == 1 else img
-        return torch.nn.functional.interpolate(img, size=224, mode="bilinear")
+        if size is None:
+            return img
+        return torch.nn.functional.interpolate(img, size=size, mode="bilinear")
     return net.to(x.device)(prep(x), prep(y)).flatten()

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ...builders import build_scheduler
+from ...builders import build_scheduler, load_vae
 from ...diffusion import ddim_step, per_sample, prediction_target, split_prediction
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel, cat_conditions
@@ -64,7 +64,12 @@ class DMD(BaseDiffusionModel):
         regression_weight: DMD's lambda_reg (0.25) on the regression loss
             against teacher ODE pairs (``PairsDataset``); 0 disables it (DMD2).
         regression_loss: ``lpips`` (the paper; needs the lpips package and
-            local weights), or the explicit fallbacks ``l2`` / ``l1``.
+            local weights), or the explicit fallbacks ``l2`` / ``l1``. For
+            text-to-image teachers the pairs are latents: LPIPS compares them
+            decoded to pixels (as the paper), ``l2`` / ``l1`` the latents.
+        regression_vae: the decoder of that LPIPS, e.g. the paper's tiny VAE
+            ``dict(path="madebyollin/taesd", class_name="AutoencoderTiny")``;
+            None uses the base model's VAE (the data preprocessor's).
         critic_updates_per_generator: DMD2's two-time-scale ratio (5 there,
             1 in DMD).
         gan_generator_weight, gan_critic_weight: DMD2's GAN term (0 disables;
@@ -81,7 +86,8 @@ class DMD(BaseDiffusionModel):
                  dm_t_range: tuple[float, float] = (0.02, 0.98),
                  real_guidance_scale: float = 1.0, null_class: int | None = None,
                  critic_loss: dict | None = None, regression_weight: float = 0.25,
-                 regression_loss: str = "lpips", critic_updates_per_generator: int = 1,
+                 regression_loss: str = "lpips", regression_vae: dict | None = None,
+                 critic_updates_per_generator: int = 1,
                  gan_generator_weight: float = 0.0, gan_critic_weight: float = 0.0,
                  gan_t_max: int | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
@@ -104,11 +110,6 @@ class DMD(BaseDiffusionModel):
         if regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, "
                              f"got {regression_loss!r}.")
-        if self.regression_weight and self.text_conditioned:
-            raise ValueError("The regression loss needs teacher ODE pairs, which "
-                             "tools/make_pairs.py makes for class-conditional and "
-                             "unconditional teachers only: set model.regression_weight=0 "
-                             "(DMD2) for text-to-image teachers.")
         if self.regression_weight and self.num_generator_steps > 1:
             raise ValueError("The regression loss trains a one-step generator (DMD); multi-"
                              "step generators (DMD2) use none: set model.regression_weight=0.")
@@ -118,6 +119,12 @@ class DMD(BaseDiffusionModel):
         else:
             lpips = None
         object.__setattr__(self, "lpips", lpips)  # frozen: kept out of checkpoints
+        decoder = None
+        if lpips is not None and self.text_conditioned:
+            decoder = load_vae(**regression_vae) if regression_vae else \
+                self.data_preprocessor.vae
+            decoder.eval().requires_grad_(False)
+        object.__setattr__(self, "regression_decoder", decoder)
         self.critic_updates_per_generator = int(critic_updates_per_generator)
         if self.critic_updates_per_generator < 1 or \
                 self.critic_updates_per_generator != critic_updates_per_generator:
@@ -220,9 +227,19 @@ class DMD(BaseDiffusionModel):
             grad = dm_gradient(x.detach().float(), x0_real, x0_fake)
         return dm_loss(x, grad), dict(dm_grad_norm=grad.flatten(1).norm(dim=1).mean())
 
+    def decode(self, latents: Tensor) -> Tensor:
+        """Latents -> pixels in [-1, 1] through the regression decoder (with grad)."""
+        vae = self.regression_decoder.to(latents.device)
+        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.float()
+
     def regression(self, x: Tensor, target: Tensor) -> Tensor:
         if self.regression_loss == "lpips":
-            return lpips_distance(self.lpips, x, target).mean()
+            if self.regression_decoder is None:
+                return lpips_distance(self.lpips, x, target).mean()
+            with torch.no_grad():
+                target = self.decode(target)
+            # Decoded SD images at their own size, as DMD2's SD regression code.
+            return lpips_distance(self.lpips, self.decode(x), target, size=None).mean()
         diff = x.float() - target.float()
         per_sample_loss = diff.square() if self.regression_loss == "l2" else diff.abs()
         return per_sample_loss.flatten(1).mean(1).mean()
