@@ -258,11 +258,55 @@ def ddim_sample(model, noise, steps, **cond):
     return z
 
 
-def test_latent_method_limits_fail_early(bases):
+def sfd_text_model(base, **kw):
     cfg = Config.fromfile("tests/configs/sfd_sd_tiny.py").model
-    cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = bases["sd"]
-    with pytest.raises(ValueError, match="text-to-image UNets lack"):
-        MODELS.build(dict(cfg, use_step_condition=True))
+    cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = base
+    return MODELS.build(dict(cfg, **kw))
+
+
+def test_text_sfd_v_exports_one_stock_unet_per_nfe(bases, tmp_path):
+    """SFD-v of a text teacher: the step count's table row, folded into
+    time_embedding.linear_2.bias, makes one stock UNet per NFE that SD's own
+    pipeline samples exactly as the step-conditioned student; grids agree too."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from mmengine.dataset import pseudo_collate
+    from mmengine.optim import OptimWrapper
+
+    from diffengine_distill.datasets import NoiseDataset
+    from diffengine_distill.engine.hooks import export_model
+    model = sfd_text_model(bases["sd"], use_step_condition=True, step_range=(4, 5))
+    assert model.unet.config.num_class_embeds == 8
+    wrapper = OptimWrapper(torch.optim.Adam(model.unet.parameters(), lr=1e-2))
+    data = NoiseDataset((4, 8, 8), prompts=PROMPTS)
+    for it in range(2):
+        model.train_step(pseudo_collate([data[2 * it], data[2 * it + 1]]), wrapper)
+    table = model.unet.class_embedding.weight.detach().clone()
+    assert table[4:6].abs().sum() > 0  # the trained rows
+    export_model(model, str(tmp_path / "export"), {})
+    assert torch.equal(model.unet.class_embedding.weight, table)  # unfolded after export
+    assert model.unet.config.num_class_embeds == 8
+    cond = model.data_preprocessor.encode_text([PROMPTS[1]])
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    for nfe, sub in ((2, None), (3, "unet_nfe3")):
+        pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "export")
+        if sub:
+            pipe.unet = UNet2DConditionModel.from_pretrained(tmp_path / "export", subfolder=sub)
+        assert pipe.unet.config.num_class_embeds is None
+        latents = pipe(PROMPTS[1], num_inference_steps=nfe, guidance_scale=1.0,
+                       generator=torch.Generator().manual_seed(3), output_type="latent").images
+        model.eval()
+        trained = model.student_sample(noise, cond, num_steps=nfe + 2)
+        assert (latents - trained).abs().max() < 1e-4, nfe
+        grid = model.sample([3], nfe, prompts=[PROMPTS[1]], guidance_scale=1.0)
+        pipe.vae.eval()
+        image = pipe.vae.decode(trained / pipe.vae.config.scaling_factor).sample.clamp(-1, 1)
+        assert (grid - image).abs().max() < 1e-3, nfe
+
+
+def test_latent_method_limits_fail_early(bases):
+    lora = dict(r=4, lora_alpha=4, target_modules=["to_q"])
+    with pytest.raises(ValueError, match="LoRA export cannot carry"):
+        sfd_text_model(bases["sd"], use_step_condition=True, lora_config=lora)
 
 
 LORA = ["model.lora_config.r=4", "model.lora_config.lora_alpha=4",

@@ -16,18 +16,9 @@ from .utils import exported_model
 METADATA_FILE = "diffengine_distill.json"
 
 
-def export_pipeline(pipe, folder: str, metadata: dict | None = None) -> str:
-    """``pipe.save_pretrained`` into ``folder``, atomically (see ``write_atomically``)."""
-    return write_atomically(lambda tmp: pipe.save_pretrained(tmp, safe_serialization=True),
-                            folder, metadata)
-
-
 def export_model(model, folder: str, metadata: dict, unet=None) -> str:
-    """``model``'s export (with ``unet`` in place of its own): the adapters of
-    a LoRA student, not a copy of the base model, or a whole pipeline."""
-    if model.lora_config is not None:
-        return write_atomically(lambda tmp: model.save_lora(tmp, unet), folder, metadata)
-    return export_pipeline(model.build_pipeline(unet), folder, metadata)
+    """``model``'s export (``model.save_export``; ``unet`` in place of its own)."""
+    return write_atomically(lambda tmp: model.save_export(tmp, unet), folder, metadata)
 
 
 def write_atomically(save, folder: str, metadata: dict | None = None) -> str:

@@ -332,6 +332,14 @@ class BaseDiffusionModel(BaseModel):
                               safe_serialization=True)
         self.export_scheduler().save_pretrained(osp.join(folder, "scheduler"))
 
+    def save_export(self, folder: str, unet=None) -> None:
+        """What an export folder holds (``unet`` in place of this model's):
+        a LoRA student's adapters, else the whole pipeline."""
+        if self.lora_config is not None:
+            self.save_lora(folder, unet)
+        else:
+            self.build_pipeline(unet).save_pretrained(folder, safe_serialization=True)
+
     def export_metadata(self) -> dict:
         """Extra facts an export records in ``diffengine_distill.json``."""
         return {}

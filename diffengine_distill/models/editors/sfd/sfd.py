@@ -1,6 +1,8 @@
 """Simple and Fast Distillation (Zhou, Chen et al., NeurIPS 2024) of a diffusers UNet."""
 from __future__ import annotations
 
+import os.path as osp
+
 import torch
 from torch import Tensor
 
@@ -11,7 +13,7 @@ from ...diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_i
 from ...diffusion.solvers import check_solver, solve
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel
-from .step_condition import add_step_condition, step_labels
+from .step_condition import add_step_condition, folded_step_condition, step_labels
 
 EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
 
@@ -84,10 +86,14 @@ class SFD(BaseDiffusionModel):
         self.schedule_type, self.schedule_rho = schedule_type, float(schedule_rho)
         self.sigma_min, self.sigma_max = self._sigma_interval(sigma_min, sigma_max)
         self.use_step_condition = bool(use_step_condition)
-        if self.use_step_condition and self.text_conditioned:
-            raise ValueError("SFD-v's step condition extends the UNet's class-embedding "
-                             "table, which text-to-image UNets lack: use per-NFE SFD "
-                             "students (use_step_condition=False).")
+        if self.use_step_condition and self.text_conditioned and self.lora_config is not None:
+            raise ValueError("SFD-v's step-count table is a new layer that a LoRA export "
+                             "cannot carry: train a full-UNet student (lora_config=None) or "
+                             "per-NFE SFD students (use_step_condition=False).")
+        if self.is_second_stage and self.text_conditioned and first.step_range is not None:
+            raise ValueError("A text-to-image SFD-v export is one stock UNet per step count "
+                             "(the table is folded in): point the second stage at a per-NFE "
+                             "SFD export instead.")
         self.step_range = None
         if self.use_step_condition and not self.is_second_stage:
             self.step_range = tuple(int(n) for n in step_range)
@@ -162,8 +168,10 @@ class SFD(BaseDiffusionModel):
                 step_condition: int | None) -> Tensor:
         """D(x; sigma) of ``unet`` (x in sigma-space)."""
         if step_condition is not None:
-            labels = step_labels(labels, step_condition, self.step_condition_size,
-                                 x.shape[0], x.device)
+            text = isinstance(labels, dict)
+            rows = step_labels(None if text else labels, step_condition,
+                               self.step_condition_size, x.shape[0], x.device)
+            labels = dict(labels, class_labels=rows) if text else rows
         t = self.schedule.timestep(sigma).float()
         out = self.unet_forward(unet, model_input(x, sigma), t, labels)
         return denoised(out, x, sigma, self.prediction_type)
@@ -257,7 +265,36 @@ class SFD(BaseDiffusionModel):
     # -- export ------------------------------------------------------------------
     @property
     def default_steps(self) -> int:
-        return self.num_steps - 1 - int(self.afs)
+        return self.nfe(self.num_steps)
+
+    @property
+    def folds_step_condition(self) -> bool:
+        """Text-to-image SFD-v: pipelines pass no class labels, so exports and
+        grids fold the step count's row into the UNet (``folded_step_condition``)."""
+        return self.use_step_condition and self.text_conditioned
+
+    def sample(self, seeds, num_inference_steps: int, **kwargs) -> Tensor:
+        if not self.folds_step_condition:
+            return super().sample(seeds, num_inference_steps, **kwargs)
+        with folded_step_condition(self.bare_unet, num_inference_steps + 1 + self.afs):
+            return super().sample(seeds, num_inference_steps, **kwargs)
+
+    def save_export(self, folder: str, unet=None) -> None:
+        """Text-to-image SFD-v: the pipeline at ``default_steps`` plus one stock
+        UNet per other NFE of the step range in ``unet_nfe<k>/`` (load it as
+        ``pipe.unet`` and sample with ``num_inference_steps=k``)."""
+        if not self.folds_step_condition:
+            return super().save_export(folder, unet)
+        unet = self.bare_unet if unet is None else unet
+        with folded_step_condition(unet, self.num_steps):
+            super().save_export(folder, unet)
+        for num_steps in range(self.step_range[0], self.step_range[1] + 1):
+            if num_steps != self.num_steps:
+                with folded_step_condition(unet, num_steps):
+                    unet.save_pretrained(osp.join(folder, f"unet_nfe{self.nfe(num_steps)}"))
+
+    def nfe(self, num_steps: int) -> int:
+        return num_steps - 1 - int(self.afs)
 
     def export_scheduler(self):
         from diffengine_distill.schedulers import SFDScheduler
@@ -267,6 +304,7 @@ class SFD(BaseDiffusionModel):
             schedule_type=self.schedule_type, schedule_rho=self.schedule_rho,
             afs=self.afs, num_steps=self.num_steps,
             step_range=list(self.step_range) if self.step_range else None,
-            step_condition_size=self.step_condition_size, num_classes=self._num_classes),
+            step_condition_size=None if self.folds_step_condition else self.step_condition_size,
+            num_classes=self._num_classes),
             base_config=self.scheduler.config)
 
