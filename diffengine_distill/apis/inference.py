@@ -53,7 +53,7 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     import diffengine_distill
     from diffengine_distill.models.builders import _looks_local, load_pretrained
     if not _looks_local(path) and not osp.exists(path):  # a hub id (base models)
-        pipe = load_pretrained(DiffusionPipeline, path, torch_dtype=torch_dtype).to(device)
+        pipe = load_pretrained(DiffusionPipeline, path, dtype=torch_dtype).to(device)
     else:
         folder = find_export(path)
         with open(osp.join(folder, "model_index.json")) as f:

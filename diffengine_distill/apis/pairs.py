@@ -15,8 +15,8 @@ import torch
 from tqdm import tqdm
 
 from diffengine_distill.datasets.noise import read_prompts
-from diffengine_distill.models.text_conditioning import DTYPES
 from diffengine_distill.datasets.pairs import PAIRS_META, load_shard
+from diffengine_distill.models.text_conditioning import DTYPES
 
 from .inference import export_metadata, find_export, generate, load_pipeline, parse_seeds
 
