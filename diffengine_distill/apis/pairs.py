@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from diffengine_distill.datasets.noise import read_prompts
-from diffengine_distill.datasets.pairs import PAIRS_META, load_shard
+from diffengine_distill.datasets.pairs import PAIRS_META
 from diffengine_distill.models.text_conditioning import DTYPES
 
 from .inference import export_metadata, find_export, generate, load_pipeline, parse_seeds
@@ -155,7 +155,8 @@ def _size(size) -> list[int]:
 
 def _intact(path: str, count: int) -> bool:
     try:
-        return osp.isfile(path) and len(load_shard(path)["noise"]) == count
+        from safetensors.torch import load_file  # reads it all: a broken file fails
+        return osp.isfile(path) and len(load_file(path)["noise"]) == count
     except Exception:  # noqa: BLE001 (a truncated file fails in several ways)
         return False
 

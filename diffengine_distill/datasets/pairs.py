@@ -8,10 +8,12 @@ prompts as JSON in the safetensors metadata (``prompts``).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os.path as osp
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from diffengine_distill.registry import DATASETS
@@ -29,21 +31,24 @@ def read_pairs_meta(path: str) -> dict:
         return json.load(f)
 
 
-def load_shard(path: str) -> dict:
-    """The shard's tensors, plus ``prompts`` (a list) when it has them."""
+def read_shard(path: str) -> dict:
+    """A shard's header and small fields: the shapes of ``noise`` and
+    ``images`` (which stay on disk), its ``labels`` and ``prompts`` (or None)."""
     from safetensors import safe_open
     with safe_open(path, framework="pt") as f:
-        shard = {k: f.get_tensor(k) for k in f.keys()}
         prompts = (f.metadata() or {}).get("prompts")
-    if prompts is not None:
-        shard["prompts"] = json.loads(prompts)
-    return shard
+        return dict(noise=tuple(f.get_slice("noise").get_shape()),
+                    images=tuple(f.get_slice("images").get_shape()),
+                    labels=f.get_tensor("labels") if "labels" in f.keys() else None,
+                    prompts=None if prompts is None else json.loads(prompts))
 
 
 @DATASETS.register_module()
 class PairsDataset(Dataset):
     """``dict(inputs=teacher image, data_samples=dict(noise=its noise, label=...,
-    text=its prompt))``.
+    text=its prompt))``. Noise and images are read per item from the
+    memory-mapped shards (paper-scale SD pairs are tens of GB); labels and
+    prompts are held in memory.
 
     Args:
         path: a folder written by ``tools/make_pairs.py``.
@@ -51,38 +56,54 @@ class PairsDataset(Dataset):
 
     def __init__(self, path: str):
         meta = read_pairs_meta(path)
-        tensors = {"noise": [], "images": [], "labels": [], "prompts": []}
+        shape = tuple(meta["shape"])
+        self.files, self.starts, labels, prompts = [], [0], [], []
         for name in meta["shards"]:
             shard_file = osp.join(osp.expanduser(path), name)
             if not osp.isfile(shard_file):
                 raise FileNotFoundError(f"{shard_file!r} listed in {PAIRS_META} is missing: "
                                         "rerun tools/make_pairs.py with the same --out.")
-            shard = load_shard(shard_file)
-            for key in tensors:
-                if key in shard:
-                    tensors[key].append(shard[key])
-        if not tensors["noise"]:
+            shard = read_shard(shard_file)
+            n = shard["noise"][0]
+            if shard["noise"] != shard["images"] or shard["noise"][1:] != shape:
+                raise ValueError(f"{shard_file!r} holds noise {shard['noise']} and images "
+                                 f"{shard['images']}, expected (N, *{shape}): remake the "
+                                 "pairs with tools/make_pairs.py.")
+            if shard["prompts"] is not None and len(shard["prompts"]) != n:
+                raise ValueError(f"{shard_file!r} holds {len(shard['prompts'])} prompts for "
+                                 f"{n} pairs: remake the pairs with tools/make_pairs.py.")
+            self.files.append(shard_file)
+            self.starts.append(self.starts[-1] + n)
+            if shard["labels"] is not None:
+                labels.append(shard["labels"])
+            prompts.extend(shard["prompts"] or [])
+        if self.starts[-1] == 0:
             raise ValueError(f"{path!r} holds no pairs: rerun tools/make_pairs.py.")
-        self.noise = torch.cat(tensors["noise"])
-        self.images = torch.cat(tensors["images"])
-        self.labels = torch.cat(tensors["labels"]) if tensors["labels"] else None
-        self.prompts = sum(tensors["prompts"], []) or None
-        if self.prompts is not None and len(self.prompts) != len(self.noise):
-            raise ValueError(f"Pairs at {path!r} hold {len(self.prompts)} prompts for "
-                             f"{len(self.noise)} pairs: remake them with tools/make_pairs.py.")
-        shape = tuple(meta["shape"])
-        if self.noise.shape != self.images.shape or self.noise.shape[1:] != shape:
-            raise ValueError(f"Pairs at {path!r} are shaped noise {tuple(self.noise.shape)}, "
-                             f"images {tuple(self.images.shape)}, expected (N, *{shape}): "
-                             "remake them with tools/make_pairs.py.")
+        self.labels = torch.cat(labels) if labels else None
+        self.prompts = prompts or None
+        self._open = {}  # shard index -> safetensors handle, per process
         self.metainfo = dict(teacher=meta.get("teacher"), num_classes=meta.get("num_classes"))
 
     def __len__(self) -> int:
-        return len(self.noise)
+        return self.starts[-1]
+
+    def __getstate__(self) -> dict:  # dataloader workers open their own handles
+        return dict(self.__dict__, _open={})
+
+    def _rows(self, index: int) -> tuple[Tensor, Tensor]:
+        from safetensors import safe_open
+        if not 0 <= index < len(self):
+            raise IndexError(f"pair {index} of {len(self)}")
+        k = bisect.bisect_right(self.starts, index) - 1
+        if k not in self._open:
+            self._open[k] = safe_open(self.files[k], framework="pt")
+        i = index - self.starts[k]
+        return tuple(self._open[k].get_slice(key)[i:i + 1][0] for key in ("images", "noise"))
 
     def __getitem__(self, index: int) -> dict:
+        image, noise = self._rows(int(index))
         label = None if self.labels is None else int(self.labels[index])
-        samples = dict(label=label, noise=self.noise[index])
+        samples = dict(label=label, noise=noise)
         if self.prompts is not None:
             samples["text"] = self.prompts[index]
-        return dict(inputs=self.images[index], data_samples=samples)
+        return dict(inputs=image, data_samples=samples)
