@@ -81,8 +81,8 @@ def test_hub_id_offline(tmp_path, monkeypatch):
     assert "google/ddpm-cifar10-32" in msg
     assert "HF_HUB_OFFLINE" in msg and "local copy" in msg
     from diffengine_distill.apis.pairs import make_pairs  # a hub teacher for text pairs
-    with pytest.raises(OSError, match="runwayml/stable-diffusion-v1-5(.|\n)*HF_HUB_OFFLINE"):
-        make_pairs("runwayml/stable-diffusion-v1-5", str(tmp_path / "pairs"), range(2), 2,
+    with pytest.raises(OSError, match="stable-diffusion-v1-5/stable-diffusion-v1-5(.|\n)*HF_HUB_OFFLINE"):
+        make_pairs("stable-diffusion-v1-5/stable-diffusion-v1-5", str(tmp_path / "pairs"), range(2), 2,
                    prompts=["a"], guidance_scale=3.0, progress=False)
 
 

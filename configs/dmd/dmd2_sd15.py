@@ -9,7 +9,7 @@ _base_ = [
     "../_base_/default_runtime.py",
 ]
 
-base_model = "runwayml/stable-diffusion-v1-5"
+base_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 model = dict(
     unet=dict(path=base_model),
     scheduler=dict(path=base_model, class_name="DDPMScheduler"),

@@ -4,7 +4,7 @@
 # pairs (PNDM, 50 steps, guidance 3; the paper: 500k pairs of
 # LAION-Aesthetic 6.25+ prompts), LPIPS on the pairs decoded by the tiny VAE,
 # AdamW lr 1e-5 with 500 warm-up iterations. Make the pairs, then distil:
-#   python tools/make_pairs.py runwayml/stable-diffusion-v1-5 --out work_dirs/pairs/sd15 \
+#   python tools/make_pairs.py stable-diffusion-v1-5/stable-diffusion-v1-5 --out work_dirs/pairs/sd15 \
 #       --prompts data/prompts.txt --guidance-scale 3 --solver pndm --steps 50 \
 #       --seeds 0-499999 --device cuda --dtype float16 --batch-size 64
 #   mim train diffengine_distill dmd_sd15.py --gpus 8 --launcher pytorch --amp

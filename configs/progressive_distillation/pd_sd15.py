@@ -12,7 +12,7 @@ _base_ = [
     "../_base_/default_runtime.py",
 ]
 
-base_model = "runwayml/stable-diffusion-v1-5"  # hub id or local diffusers folder
+base_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local diffusers folder
 iters_per_stage = 2000
 model = dict(
     unet=dict(path=base_model), scheduler=dict(path=base_model, class_name="DDIMScheduler"),

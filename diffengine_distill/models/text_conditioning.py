@@ -179,7 +179,7 @@ def _has_subfolder(model: str, name: str) -> bool:
         raise FileNotFoundError(
             f"Base model not found: {model!r} is not a directory. Give a local diffusers "
             "folder (with vae/, tokenizer/, text_encoder/, unet/) or a hub id like "
-            "'runwayml/stable-diffusion-v1-5'.")
+            "'stable-diffusion-v1-5/stable-diffusion-v1-5'.")
     try:  # a hub id: its model_index.json lists the components
         import json
 

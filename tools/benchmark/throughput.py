@@ -29,7 +29,7 @@ CIFAR_UNET = dict(  # google/ddpm-cifar10-32's architecture (35.7M parameters)
     block_out_channels=(128, 256, 256, 256),
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
-SD15_UNET = dict(  # runwayml/stable-diffusion-v1-5's UNet (859.5M parameters)
+SD15_UNET = dict(  # stable-diffusion-v1-5/stable-diffusion-v1-5's UNet (859.5M parameters)
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
     attention_head_dim=8,

@@ -2,7 +2,7 @@
 # encoder frozen. Leaves set the base model (hub id or a local diffusers
 # folder) in the three places it is read:
 #   model.unet.path, model.scheduler.path, model.data_preprocessor.model
-base_model = "runwayml/stable-diffusion-v1-5"
+base_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 model = dict(
     type="DiffusionModel",
     unet=dict(type="pretrained", path=base_model, subfolder="unet"),
