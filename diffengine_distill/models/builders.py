@@ -32,8 +32,8 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def load_pretrained(cls, path: str, subfolder: str | None = None, **kwargs):
-    """``cls.from_pretrained`` with an error that says what to do."""
+def _check_local(path: str, subfolder: str | None) -> str:
+    """``path`` with ``~`` expanded; a local path must be a folder."""
     path = osp.expanduser(str(path))
     where = osp.join(path, subfolder) if subfolder else path
     if _looks_local(path) and not osp.isdir(where):
@@ -41,14 +41,16 @@ def load_pretrained(cls, path: str, subfolder: str | None = None, **kwargs):
             f"Pretrained weights not found: {where!r} is not a directory. Give a "
             f"local diffusers folder (containing config.json and weights) or a "
             f"hub id like 'google/ddpm-cifar10-32'.")
+    return path
+
+
+def load_pretrained(cls, path: str, subfolder: str | None = None, **kwargs):
+    """``cls.from_pretrained`` with an error that says what to do."""
+    path = _check_local(path, subfolder)
     try:
         return cls.from_pretrained(path, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as err:
-        hint = ("HF_HUB_OFFLINE=1 is set, so only the local cache is searched: "
-                "download the weights on a connected machine or point `path` "
-                "at a local copy." if _offline() else
-                "Check the hub id / path, your network, and HF_HOME.")
-        raise OSError(f"Could not load {cls.__name__} from {where!r}: {err}\n{hint}") from err
+        raise OSError(_load_error(path, subfolder, cls.__name__, err)) from err
 
 
 def load_vae(path: str, class_name: str = "AutoencoderKL", subfolder: str | None = None,
@@ -68,12 +70,34 @@ def _class_by_name(name: str, default: str):
 
 
 def _saved_class_name(path: str, subfolder: str | None, config_name: str) -> str | None:
-    """The ``_class_name`` a local diffusers folder records, if any."""
-    config = osp.join(osp.expanduser(path), subfolder or "", config_name)
-    if osp.isfile(config):
-        with open(config) as f:
-            return json.load(f).get("_class_name")
-    return None
+    """The ``_class_name`` a model's own config records: a local diffusers
+    folder, or a hub id (through the local Hugging Face cache, offline too)."""
+    from diffusers.configuration_utils import ConfigMixin
+
+    class _Reader(ConfigMixin):
+        pass
+
+    _Reader.config_name = config_name
+    try:
+        config = _Reader.load_config(osp.expanduser(path), subfolder=subfolder)
+    except (OSError, ValueError) as err:
+        raise OSError(_load_error(path, subfolder, config_name, err)) from err
+    return config.get("_class_name")
+
+
+def _load_error(path: str, subfolder: str | None, what: str, err: Exception) -> str:
+    where = f"{path!r}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+    if _looks_local(path):
+        fix = "Check that the folder holds a saved diffusers model."
+    elif _offline():
+        fix = (f"HF_HUB_OFFLINE=1 is set, so only the local cache (HF_HUB_CACHE / HF_HOME) "
+               f"is searched and {path!r} is not in it: run "
+               f"`huggingface-cli download {path}` on a connected machine (same cache), "
+               f"or point the config at a local copy of the model.")
+    else:
+        fix = (f"Check the hub id {path!r} (it may have moved: SD 1.5 is "
+               f"'stable-diffusion-v1-5/stable-diffusion-v1-5'), your network and HF_HOME.")
+    return f"Could not load {what} from {where}: {err}\n{fix}"
 
 
 @MODELS.register_module(name="pretrained")
@@ -82,6 +106,7 @@ def pretrained_unet(path: str, subfolder: str | None = "unet",
     if subfolder and _looks_local(path) and osp.isdir(path) \
             and not osp.isdir(osp.join(path, subfolder)):
         subfolder = None  # a bare UNet folder rather than a pipeline folder
+    path = _check_local(path, subfolder)
     name = class_name or _saved_class_name(path, subfolder, "config.json")
     return load_pretrained(_class_by_name(name, "UNet2DModel"), path, subfolder=subfolder,
                            **kwargs)
@@ -107,6 +132,7 @@ def build_scheduler(cfg: dict | object, base_config: dict | None = None):
         cls, kind = kind, kind.__name__
     elif kind == "pretrained":
         path, subfolder = cfg.pop("path"), cfg.pop("subfolder", "scheduler")
+        path = _check_local(path, subfolder)
         name = cfg.pop("class_name", None) or \
             _saved_class_name(path, subfolder, "scheduler_config.json")
         return load_pretrained(_class_by_name(name, "DDPMScheduler"), path,
