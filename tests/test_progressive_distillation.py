@@ -179,3 +179,124 @@ def test_sigkill_mid_stage_then_resume_matches(pd_runs, tiny_teacher, tmp_path):
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     assert (tmp_path / "stage_2_2steps" / "model_index.json").is_file()
+
+
+# -- the student at iteration 0, and the student side of forward ---------------------
+TINY_UNET = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=1,
+                 layers_per_block=1, block_out_channels=(8, 8), norm_num_groups=4,
+                 down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+TEACHERS = dict(  # google/ddpm-* (eps, 1000 linear betas) and the digits teacher (v, cosine)
+    epsilon=dict(type="DDPMScheduler", num_train_timesteps=1000, prediction_type="epsilon"),
+    v_prediction=dict(type="DDPMScheduler", num_train_timesteps=1024,
+                      beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"))
+
+
+def pd_model(teacher_type, **kwargs):
+    torch.manual_seed(0)
+    return MODELS.build(dict(type="ProgressiveDistillation", teacher_steps=8, unet=TINY_UNET,
+                             scheduler=TEACHERS[teacher_type], **kwargs))
+
+
+def ddim_loop(unet, scheduler, steps, seed=0):
+    """An unclipped DDIM run (no [0, 1] clamp of the pipeline's image output)."""
+    scheduler.set_timesteps(steps)
+    z = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            z = scheduler.step(unet(z, t).sample, t, z).prev_sample
+    return z
+
+
+@pytest.mark.parametrize("teacher_type", ["epsilon", "v_prediction"])
+def test_student_starts_as_the_teacher(teacher_type):
+    """Iteration 0: the export (student UNet + its scheduler) samples like the
+    teacher's own DDIM on the student's 4-step grid."""
+    model = pd_model(teacher_type)
+    assert model.prediction_type == teacher_type and model.first_stage == 1
+    teacher = DDIMScheduler.from_config(model.scheduler.config, timestep_spacing="trailing",
+                                        set_alpha_to_one=True, clip_sample=False)
+    expected = ddim_loop(model.teacher_unet, teacher, 4)
+    student = ddim_loop(model.bare_unet, model.export_scheduler(), 4)
+    assert expected.abs().mean() > 0.5  # an epsilon net read as v would be far off
+    assert (student - expected).abs().max() < 1e-4
+
+
+def test_v_student_of_an_eps_teacher_first_learns_the_teachers_v():
+    """Stage 0 (conversion): the target at any t is the eps teacher's output as v,
+    the student reads z_t at t, weight max(SNR_t, 1) / (SNR_t + 1) on the v-MSE."""
+    model = pd_model("epsilon", student_prediction_type="v_prediction")
+    assert model.first_stage == 0 and int(model.student_steps) == 8
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        model.unet.conv_out.bias.add_(0.3)  # a student that differs from the teacher
+    torch.manual_seed(7)
+    loss = model(x, None)["loss"]
+    torch.manual_seed(7)
+    t = torch.randint(0, 1000, (3,))
+    noise = torch.randn(3, 1, 8, 8)
+    ab = model.scheduler.alphas_cumprod[t].double().view(-1, 1, 1, 1)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    z = (a * x + s * noise).float()
+    with torch.no_grad():
+        eps = model.teacher_unet(z, t).sample.double()
+        v_target = (eps - s * z.double()) / a  # v = alpha eps - sigma x0 with x0 = (z - sigma eps)/alpha
+        pred = model.unet(z, t).sample.double()
+    snr = (ab / (1 - ab)).flatten()
+    weight = snr.clamp_min(1) / (snr + 1)
+    expected = (weight * (pred - v_target).square().flatten(1).mean(1)).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_halving_stage_loss_reads_the_student_at_t_with_the_snr_of_t():
+    """An eps student (same type as its teacher) at stage 1, N = 4 on T = 1000:
+    two explicit teacher DDIM steps give x~, the student's eps at t is compared
+    with eps~ under max(SNR_t, 1) / SNR_t (= max(eps-MSE, x-MSE))."""
+    model = pd_model("epsilon")
+    with torch.no_grad():
+        model.unet.conv_out.bias.add_(0.3)
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    torch.manual_seed(3)
+    loss = model(x, None)["loss"]
+    torch.manual_seed(3)
+    i = torch.randint(1, 5, (3,))
+    noise = torch.randn(3, 1, 8, 8)
+    ac = torch.cat([torch.ones(1), model.scheduler.alphas_cumprod]).double()  # index t + 1
+    t, mid, s_ = i * 250 - 1, i * 250 - 126, i * 250 - 251
+
+    def coef(time):
+        ab = ac[time + 1].view(-1, 1, 1, 1)
+        return ab.sqrt(), (1 - ab).sqrt()
+    (a_t, s_t), (a_m, s_m), (a_s, s_s) = coef(t), coef(mid), coef(s_)
+    z = (a_t * x + s_t * noise).float()
+    with torch.no_grad():
+        zz = z.double()
+        for (a, s), (a2, s2), time in (((a_t, s_t), (a_m, s_m), t), ((a_m, s_m), (a_s, s_s), mid)):
+            eps = model.teacher_unet(zz.float(), time.float()).sample.double()
+            zz = a2 * (zz - s * eps) / a + s2 * eps
+        x_tilde = (zz - s_s / s_t * z) / (a_s - s_s / s_t * a_t)
+        eps_tilde = (z - a_t * x_tilde) / s_t
+        pred = model.unet(z, t.float()).sample.double()
+    snr = (a_t / s_t).square().flatten()
+    expected = (snr.clamp_min(1) / snr * (pred - eps_tilde).square().flatten(1).mean(1)).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_eps_student_refused_where_alpha_at_t_minus_1_vanishes():
+    with pytest.raises(ValueError, match="student_prediction_type='v_prediction'"):
+        pd_model("v_prediction", student_prediction_type="epsilon")
+
+
+def test_lr_decays_linearly_to_zero_within_each_stage():
+    from diffengine_distill.engine.hooks import ProgressiveDistillationHook
+    model = pd_model("v_prediction")
+    runner = FakeRunner(model, 8)
+    runner.optim_wrapper.optimizer = torch.optim.SGD([torch.zeros(1)], lr=1.0)
+    hook = ProgressiveDistillationHook(end_steps=1, iters_per_stage=4)
+    hook.before_train(runner)
+    lrs, stages = [], []
+    for it in range(8):
+        runner.iter = it
+        hook.before_train_iter(runner, it)
+        lrs.append(runner.optim_wrapper.param_groups[0]["lr"])
+        stages.append(int(model.stage))
+    assert lrs == [1.0, 0.75, 0.5, 0.25] * 2 and stages == [1] * 4 + [2] * 4

@@ -40,9 +40,14 @@ class ProgressiveDistillation(BaseDiffusionModel):
 
     Args:
         teacher_steps: sampling steps of the initial teacher (2N of stage 1).
-        student_prediction_type: the student's parameterisation, ``v_prediction``
-            (default) or ``sample``; an ``epsilon`` teacher is read through the
-            shared conversion helper. eps students are unstable at few steps.
+        student_prediction_type: the student's parameterisation; None (default)
+            keeps the teacher's, so the student starts exactly as the teacher.
+            Another type (e.g. ``v_prediction`` for an ``epsilon`` teacher, as
+            the paper's v students) adds a conversion stage 0 that teaches the
+            student the teacher's own output in its parameterisation at every t
+            (the copied eps weights read as v would not be the teacher).
+            ``epsilon`` students need alpha_{T-1} > 0 and amplify their error
+            by 1/alpha_{T-1} at the first step of 1-2 step samplers.
         loss: ``DiffusionLoss``; ``truncated_snr`` is the paper's max(x-MSE,
             eps-MSE), ``snr_plus_one`` the v-MSE.
         guidance_scale: CFG scale w of the first teacher (1: none), or a
@@ -53,7 +58,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
 
     exact_grid = True
 
-    def __init__(self, *args, teacher_steps: int, student_prediction_type: str = "v_prediction",
+    def __init__(self, *args, teacher_steps: int, student_prediction_type: str | None = None,
                  loss: dict | None = None, noise_seed: int = 0,
                  guidance_scale: float | tuple[float, float] = 1.0,
                  guidance_embedding_dim: int = 256, null_class: int | None = None, **kwargs):
@@ -65,20 +70,25 @@ class ProgressiveDistillation(BaseDiffusionModel):
         if teacher_steps > T:
             raise ValueError(f"teacher_steps={teacher_steps} exceeds the scheduler's "
                              f"{T} training steps.")
-        if check_prediction_type(student_prediction_type) == "epsilon":
-            raise ValueError("An epsilon student cannot produce x0 at the last step "
-                             "(sigma -> 0 is fine, but alpha -> 0 is not); use "
-                             "'v_prediction' or 'sample' as in the paper.")
         self.first_teacher_type = self.prediction_type
-        self.prediction_type = student_prediction_type
+        student_type = check_prediction_type(student_prediction_type or self.prediction_type)
+        alpha_last = float(self.schedule.alpha_sigma(T - 1)[0])
+        if student_type == "epsilon" and alpha_last < 1e-3:
+            # x0 = (z - sigma eps) / alpha: eps errors grow by 1 / alpha at t = T-1.
+            raise ValueError(f"An epsilon student cannot give x0 at t = T-1 on this schedule "
+                             f"(alpha_T-1 = {alpha_last:.1e}): set model.student_prediction_"
+                             "type='v_prediction' (the paper's; adds a conversion stage 0).")
+        self.prediction_type = student_type
         self.noise_seed = int(noise_seed)
         self.guidance_range = self._check_guidance(guidance_scale)
         self.null_class = self.null_class_label(null_class)
         guided = self.guidance_range != (1.0, 1.0)
         teacher_embeds_w = getattr(self.bare_unet.config, "time_cond_proj_dim", None) is not None
-        # Meng et al.'s stage 0 (guided teacher -> one-call student) unless the
-        # teacher already is such a student.
-        self.first_stage = 0 if guided and not teacher_embeds_w else 1
+        # Stage 0 (at the teacher's step count): Meng et al.'s guided teacher ->
+        # one-call student unless the teacher already is such a student, and/or
+        # the teacher's output -> the student's parameterisation.
+        converts = student_type != self.first_teacher_type
+        self.first_stage = 0 if (guided and not teacher_embeds_w) or converts else 1
         if self.guidance_embedded:
             add_guidance_embedding(self.bare_unet, guidance_embedding_dim)
             self.guidance_embedding_dim = self.bare_unet.config.time_cond_proj_dim
