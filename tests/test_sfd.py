@@ -193,7 +193,7 @@ def test_step_condition_starts_as_the_teacher_and_draws_agree():
     (dict(schedule_type="karras"), "Unknown schedule_type 'karras'"),
     (dict(sigma_max=1e6), "sigma_max=1e\\+06 must satisfy"),
     (dict(is_second_stage=True), "is_second_stage=True distils a first-stage SFD"),
-    (dict(last_step_loss="l2"), "last_step_loss must be 'lpips' or 'l1'"),
+    (dict(last_step_loss="l2"), "last_step_loss must be one of .*'lpips'.*'l1'.*got 'l2'"),
 ])
 def test_bad_configs_fail_early(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -343,3 +343,116 @@ def test_sigkill_mid_run_then_resume_matches(sfd_runs, tiny_teacher, tmp_path):
     b = torch.load(tmp_path / "iter_6.pth", map_location="cpu", weights_only=True)
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
+# -- sfd-main's settings and math, checked independently ------------------------------
+def polynomial_grid(n, lo, hi, rho=7.0):
+    """EDM's polynomial schedule, written out."""
+    return [(hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    from tiny_sd import make_tiny_sd
+    return make_tiny_sd(tmp_path_factory.mktemp("sfd_sd") / "sd")
+
+
+def sfd_sd_model(folder, **kwargs):
+    cfg = Config.fromfile("tests/configs/sfd_sd_tiny.py")
+    cfg.model.unet.path = cfg.model.scheduler.path = cfg.model.data_preprocessor.model = folder
+    cfg.model.update(kwargs)
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model)
+
+
+def test_sigma_interval_follows_sfd_main(tiny_sd):
+    """sigma_min 0.1 for SD-class teachers, 0.006 otherwise (within the model's
+    range); sigma_max 80 capped at sigma(t = T-1): SD 1.5's 2-NFE grid is
+    sfd-main's [14.61, 3.97, 0.80, 0.10]."""
+    model = sfd_sd_model(tiny_sd)  # SD 1.5's scaled-linear betas
+    ab = DDPMScheduler(beta_start=0.00085, beta_end=0.012,
+                       beta_schedule="scaled_linear").alphas_cumprod.double()
+    hi = math.sqrt((1 - ab[-1]) / ab[-1])
+    assert abs(hi - 14.6146) < 1e-4
+    assert model.sigma_min == 0.1 and abs(model.sigma_max - hi) < 1e-9
+    grid = model.sigmas(4)
+    assert torch.allclose(grid, torch.tensor(polynomial_grid(4, 0.1, hi), dtype=torch.float64))
+    assert [round(float(s), 2) for s in grid] == [14.61, 3.97, 0.80, 0.10]
+    # A pixel teacher whose range reaches below 0.006 starts there; one that
+    # does not (cosine T = 1024: 0.00634) starts at its own sigma(t = 0).
+    low = dict(COSINE, beta_schedule="linear", beta_start=1e-5, beta_end=0.02)
+    model = MODELS.build(dict(type="SFD", unet=TINY_UNET, scheduler=low))
+    assert model.sigma_min == 0.006 and model.sigma_max == 80.0
+    lo = cosine_schedule().sigma_range()[0]
+    assert tiny_sfd().sigma_min == lo and abs(lo - 0.006343) < 1e-6
+
+
+class FakeLPIPS(torch.nn.Module):
+    """Per-sample 'distances' fixed by the test."""
+
+    def forward(self, a, b):
+        return torch.tensor([0.25, 0.75], dtype=a.dtype).reshape(2, 1, 1, 1)
+
+
+def test_second_stage_lpips_weighs_c_h_w_as_sfd_main():
+    model = tiny_sfd()
+    object.__setattr__(model, "lpips", FakeLPIPS())
+    torch.manual_seed(1)
+    x, y = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    # sfd-main: loss = |x - y| + lpips.mean() (added to every element), then sum / B.
+    expected = ((x - y).abs() + 0.5).sum() / 2
+    assert abs(float(model.step_loss(x, y, last=True)) - float(expected)) < 1e-4
+    assert abs(float(model.step_loss(x, y, last=False)) - float((x - y).abs().sum() / 2)) < 1e-4
+
+
+def test_lpips_only_in_pixel_space(tiny_sd):
+    assert sfd_sd_model(tiny_sd).last_step_loss == "l1"  # latents: L1 as sfd-main
+    assert tiny_sfd().last_step_loss == "lpips"
+    with pytest.raises(ValueError, match="'lpips' compares images, but this teacher samples "
+                                         "VAE latents: use 'l1'.*or 'lpips_decoded'"):
+        sfd_sd_model(tiny_sd, last_step_loss="lpips")
+    with pytest.raises(ValueError, match="'lpips_decoded' is for latent teachers"):
+        tiny_sfd(last_step_loss="lpips_decoded")
+
+
+def vp_timestep(sigma, alphas_cumprod):
+    """t(sigma): piecewise-linear in log alpha_bar (sfd-main's LDM wrapper)."""
+    import numpy as np
+    log_ab = np.log(alphas_cumprod.double().numpy())
+    target = -math.log1p(float(sigma) ** 2)
+    return float(np.interp(target, log_ab[::-1], np.arange(len(log_ab))[::-1].astype(float)))
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_stock_sd_pipeline_skips_the_unet_on_afs(tiny_sd, tmp_path, guidance):
+    """A 2-NFE SFD export in diffusers' own StableDiffusionPipeline calls the
+    UNet twice (AFS costs nothing, CFG batches both halves into one call) and
+    samples SFD's Euler steps, written out here."""
+    from diffusers import StableDiffusionPipeline
+    model = sfd_sd_model(tiny_sd)
+    with torch.no_grad():  # a student unlike the teacher
+        for p in model.unet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save_export(str(tmp_path / "export"))
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "export")
+    calls = []
+    pipe.unet.register_forward_hook(lambda *a: calls.append(1))
+    latents = pipe("a seven", num_inference_steps=2, guidance_scale=guidance,
+                   generator=torch.Generator().manual_seed(0), output_type="latent").images
+    assert len(calls) == 2
+    cond, uncond = pipe.encode_prompt("a seven", "cpu", 1, True)
+    ab = pipe.scheduler.alphas_cumprod
+    sig = polynomial_grid(4, 0.1, math.sqrt((1 - ab[-1]) / ab[-1]))
+    x = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0)) * sig[0]
+    x = x + (sig[1] - sig[0]) * x / math.sqrt(1 + sig[0] ** 2)  # AFS
+    with torch.no_grad():
+        for i in (1, 2):
+            s = sig[i]
+            t = torch.tensor(vp_timestep(s, ab), dtype=torch.float32)
+            x_vp = x / math.sqrt(1 + s ** 2)
+            eps_c = pipe.unet(x_vp, t, encoder_hidden_states=cond).sample
+            eps_u = pipe.unet(x_vp, t, encoder_hidden_states=uncond).sample
+            eps = eps_u + guidance * (eps_c - eps_u)
+            x = x + (sig[i + 1] - s) * eps  # Euler: (x - D) / sigma = eps
+    assert (latents - x).abs().max() < 1e-4

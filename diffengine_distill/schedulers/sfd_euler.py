@@ -3,8 +3,14 @@ grid, optionally with SFD's analytical first step (AFS, no network call).
 
 ``num_inference_steps`` counts network evaluations (NFE): the grid has
 NFE + 1 (+1 with AFS) timestamps, as in sfd-main (num_steps = 4 with AFS is
-2 NFE). The sample lives in sigma-space (``init_noise_sigma`` = sigma_max,
-``scale_model_input`` gives the UNet its VP input) and ends at sigma_min.
+2 NFE). The sample lives in sigma-space (``scale_model_input`` gives the UNet
+its VP input) and ends at sigma_min.
+
+AFS multiplies the start by a constant (d = x / sqrt(1 + sigma_max^2), no
+network call), so it is folded into ``init_noise_sigma``: ``timesteps`` hold
+only the steps that need the network, and diffusers' own pipelines (which
+call the UNet for every entry, e.g. ``StableDiffusionPipeline``) cost NFE
+UNet calls, not NFE + 1.
 """
 from __future__ import annotations
 
@@ -73,16 +79,23 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         cfg = self.config
         self.sigmas = sigma_schedule(self.num_steps, cfg.sigma_min, cfg.sigma_max,
                                      cfg.schedule_type, cfg.schedule_rho, self.schedule)
-        # One entry per interval; the UNet's (fractional) timestep at its start.
-        self.timesteps = self.schedule.timestep(self.sigmas[:-1]).float().to(device)
+        # One entry per network step (AFS's interval is in init_noise_sigma);
+        # the UNet's (fractional) timestep at its start.
+        self._first = int(cfg.afs)
+        self.timesteps = self.schedule.timestep(self.sigmas[self._first:-1]).float().to(device)
         self._step_index = 0
 
     @property
     def init_noise_sigma(self) -> float:
-        return float(self.sigmas[0])
+        """sigma_max, times AFS's factor when the first step is analytical."""
+        start = torch.ones((), dtype=torch.float64) * self.sigmas[0]
+        if self.config.afs:
+            start = afs_step(start, self.sigmas[0], self.sigmas[1])
+        return float(start)
 
     def needs_model_output(self, step_index: int) -> bool:
-        return not (self.config.afs and step_index == 0)
+        """Every entry of ``timesteps`` is a network step (AFS is folded in)."""
+        return True
 
     def condition_labels(self, class_labels, batch_size: int, device=None):
         """The UNet's class_labels: the class, or class x step count for SFD-v."""
@@ -93,21 +106,16 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         return step_labels(class_labels, self.num_steps, size, batch_size, device)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
-        return model_input(sample, self.sigmas[self._step_index])
+        return model_input(sample, self.sigmas[self._first + self._step_index])
 
     def step(self, model_output, timestep, sample: torch.Tensor, return_dict: bool = True,
              **kwargs):
-        i = self._step_index
+        i = self._first + self._step_index
+        if model_output is None:
+            raise ValueError(f"Step {self._step_index} needs the model's output.")
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        if not self.needs_model_output(i):
-            # AFS: analytical, whatever the caller computed (diffusers' own
-            # pipelines call the UNet on every step; SamplerPipeline skips it).
-            prev = afs_step(sample, sigma, sigma_next)
-        elif model_output is None:
-            raise ValueError(f"Step {i} needs the model's output.")
-        else:
-            x0 = denoised(model_output, sample, sigma, self.config.prediction_type)
-            prev = euler_step(sample, x0, sigma, sigma_next)
+        x0 = denoised(model_output, sample, sigma, self.config.prediction_type)
+        prev = euler_step(sample, x0, sigma, sigma_next)
         self._step_index += 1
         return SchedulerOutput(prev_sample=prev) if return_dict else (prev,)
 

@@ -8,14 +8,18 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ...builders import build_scheduler
+from ...builders import build_scheduler, load_vae
 from ...diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input, sigma_schedule
 from ...diffusion.solvers import check_solver, solve
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel
 from .step_condition import add_step_condition, folded_step_condition, step_labels
 
-EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0
+# sfd-main's sigma interval: (0.006, 80) for EDM and LDM models, sigma_min 0.1
+# for Stable Diffusion; sigma_max is capped at the model's sigma(t = T-1)
+# (14.6 for SD 1.5), as sfd-main's LDM wrapper.
+SFD_SIGMA_MIN, SD_SIGMA_MIN, SFD_SIGMA_MAX = 0.006, 0.1, 80.0
+LAST_STEP_LOSSES = ("lpips", "lpips_decoded", "l1")
 
 
 @MODELS.register_module()
@@ -35,15 +39,22 @@ class SFD(BaseDiffusionModel):
         num_steps, M, afs, sampler_tea, max_order, predict_x0,
         lower_order_final, schedule_type, schedule_rho, use_step_condition,
         is_second_stage: as in sfd-main's README table.
-        sigma_min, sigma_max: the sampled sigma interval; None takes EDM's
-            (0.002, 80) clipped to the model's range (sigma of t = 0 .. T-1).
+        sigma_min, sigma_max: the sampled sigma interval; None takes sfd-main's,
+            clipped to the model's range (sigma of t = 0 .. T-1): sigma_min 0.1
+            for text-to-image (SD-class) teachers, else 0.006; sigma_max 80.
         thresholding: DPM-Solver++ teacher's dynamic thresholding of x0
             (sfd-main always applies it; turn it off for latent models).
         step_range: SFD-v's range of num_steps drawn per iteration (sfd-main
             draws 4..7, i.e. 2..5 NFE with AFS).
-        last_step_loss: second stage only: ``"lpips"`` adds LPIPS on the last
-            step as in the paper (needs the ``lpips`` package and its weights
-            locally); ``"l1"`` is the explicit fallback, L1 alone.
+        last_step_loss: second stage only. ``"lpips"`` (default for pixel
+            teachers, as sfd-main) adds the last step's LPIPS to every element
+            of its L1 tensor, i.e. with weight C*H*W against the summed L1
+            (needs the ``lpips`` package and its weights locally); ``"l1"``
+            (default for latent teachers, as sfd-main) is L1 alone;
+            ``"lpips_decoded"`` (latent teachers) takes LPIPS of VAE-decoded
+            images, same weight (latent C*H*W).
+        lpips_vae: ``"lpips_decoded"``'s decoder (``load_vae`` options, e.g. a
+            tiny VAE); None: the data preprocessor's VAE.
         step_seed: seeds SFD-v's step-count draws, which are a function of
             (step_seed, iteration) so every process and a resumed run agree.
     """
@@ -55,7 +66,8 @@ class SFD(BaseDiffusionModel):
                  use_step_condition: bool = False, is_second_stage: bool = False,
                  sigma_min: float | None = None, sigma_max: float | None = None,
                  thresholding: bool = True, step_range: tuple[int, int] = (4, 7),
-                 last_step_loss: str = "lpips", step_seed: int = 0, **kwargs):
+                 last_step_loss: str | None = None, lpips_vae: dict | None = None,
+                 step_seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_steps, self.M, self.afs = int(num_steps), int(M), bool(afs)
         self.is_second_stage = bool(is_second_stage)
@@ -98,15 +110,17 @@ class SFD(BaseDiffusionModel):
         if self.use_step_condition and not self.is_second_stage:
             self.step_range = tuple(int(n) for n in step_range)
         self._check_steps()
-        if last_step_loss not in ("lpips", "l1"):
-            raise ValueError(f"last_step_loss must be 'lpips' or 'l1', got {last_step_loss!r}.")
-        self.last_step_loss = last_step_loss
-        # A plain attribute, not a submodule: frozen weights stay out of checkpoints.
-        lpips = None
-        if self.is_second_stage and last_step_loss == "lpips":
+        self.last_step_loss = self._check_last_step_loss(last_step_loss)
+        # Plain attributes, not submodules: frozen weights stay out of checkpoints.
+        lpips = decoder = None
+        if self.is_second_stage and self.last_step_loss != "l1":
             lpips = build_lpips("last_step_loss",
                                 "model.last_step_loss='l1' (L1 alone on the last step)")
+        if lpips is not None and self.last_step_loss == "lpips_decoded":
+            decoder = load_vae(**lpips_vae) if lpips_vae else self.data_preprocessor.vae
+            decoder.eval().requires_grad_(False)
         object.__setattr__(self, "lpips", lpips)
+        object.__setattr__(self, "lpips_decoder", decoder)
 
         self.teacher_unet = self.frozen_teacher()
         if self.use_step_condition and not self.is_second_stage:
@@ -119,10 +133,30 @@ class SFD(BaseDiffusionModel):
         self.register_buffer("iteration", torch.tensor(0))
 
     # -- configuration checks ------------------------------------------------
+    @property
+    def latent(self) -> bool:
+        """Samples are VAE latents (the SD data preprocessor), not pixels."""
+        return hasattr(self.data_preprocessor, "vae")
+
+    def _check_last_step_loss(self, name: str | None) -> str:
+        if name is None:  # as sfd-main: LPIPS only in pixel space
+            return "l1" if self.latent else "lpips"
+        if name not in LAST_STEP_LOSSES:
+            raise ValueError(f"last_step_loss must be one of {LAST_STEP_LOSSES}, got {name!r}.")
+        if name == "lpips" and self.latent:
+            raise ValueError("last_step_loss='lpips' compares images, but this teacher samples "
+                             "VAE latents: use 'l1' (sfd-main's choice for latent teachers) "
+                             "or 'lpips_decoded' (LPIPS of the VAE-decoded images).")
+        if name == "lpips_decoded" and not self.latent:
+            raise ValueError("last_step_loss='lpips_decoded' is for latent teachers; this "
+                             "one samples pixels: use 'lpips'.")
+        return name
+
     def _sigma_interval(self, sigma_min, sigma_max) -> tuple[float, float]:
         lo, hi = self.schedule.sigma_range()
-        sigma_min = max(EDM_SIGMA_MIN, lo) if sigma_min is None else float(sigma_min)
-        sigma_max = min(EDM_SIGMA_MAX, hi) if sigma_max is None else float(sigma_max)
+        default_min = SD_SIGMA_MIN if self.text_conditioned else SFD_SIGMA_MIN
+        sigma_min = max(default_min, lo) if sigma_min is None else float(sigma_min)
+        sigma_max = min(SFD_SIGMA_MAX, hi) if sigma_max is None else float(sigma_max)
         if not lo * (1 - 1e-9) <= sigma_min < sigma_max <= hi * (1 + 1e-9):
             raise ValueError(
                 f"sigma_min={sigma_min:.6g}, sigma_max={sigma_max:.6g} must satisfy "
@@ -221,11 +255,25 @@ class SFD(BaseDiffusionModel):
 
     # -- training --------------------------------------------------------------
     def step_loss(self, x: Tensor, target: Tensor, last: bool) -> Tensor:
-        """L1 summed over pixels, mean over the batch (+ LPIPS, second stage's last step)."""
+        """L1 summed over pixels, mean over the batch; on the second stage's last
+        step sfd-main adds the batch-mean LPIPS to every element of the L1
+        tensor before summing, so it weighs C*H*W times a pixel's L1."""
         loss = (x - target).abs().flatten(1).sum(1).mean()
         if last and self.lpips is not None:
-            loss = loss + lpips_distance(self.lpips, x, target).mean()
+            loss = loss + x[0].numel() * self.perceptual(x, target).mean()
         return loss
+
+    def perceptual(self, x: Tensor, target: Tensor) -> Tensor:
+        """Per-sample LPIPS at 224 px, of the decoded images for latent teachers."""
+        if self.lpips_decoder is None:
+            return lpips_distance(self.lpips, x, target)
+        vae = self.lpips_decoder.to(x.device)
+
+        def decode(latents):  # sigma-space sample at sigma_min ~ the latent itself
+            return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.float()
+        with torch.no_grad():
+            target = decode(target)
+        return lpips_distance(self.lpips, decode(x), target)
 
     def train_step(self, data, optim_wrapper) -> dict:
         data = self.data_preprocessor(data, True)
@@ -245,9 +293,7 @@ class SFD(BaseDiffusionModel):
                 x_next = self.student_step(x, i, sig, labels, num_steps)
                 loss = self.step_loss(x_next, targets[i], last=i == num_steps - 2)
             optim_wrapper.backward(loss)
-            for p in self.unet.parameters():  # as sfd-main: a bad batch must not poison Adam
-                if p.grad is not None:
-                    torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+            self.clean_gradients(optim_wrapper)
             optim_wrapper.step()
             optim_wrapper.zero_grad()
             losses.append(loss.detach())
@@ -257,6 +303,19 @@ class SFD(BaseDiffusionModel):
         self.iteration += 1
         return dict(loss=torch.stack(losses).mean(), updates=torch.tensor(float(len(losses))),
                     nfe=torch.tensor(float(num_steps - 1 - self.afs)))
+
+    def clean_gradients(self, optim_wrapper) -> None:
+        """sfd-main's nan_to_num of the gradients (a bad batch must not poison
+        Adam). sfd-main has no loss scaler; under --amp the gradients are
+        still scaled here, and clamping an overflow to 1e5 would hide it from
+        the GradScaler, which then neither skips the step nor lowers its
+        scale: leave non-finite gradients to the scaler, which does both."""
+        scaler = getattr(optim_wrapper, "loss_scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            return
+        for p in self.unet.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
 
     def forward(self, inputs: Tensor, data_samples: dict | None = None, mode: str = "loss"):
         raise NotImplementedError("SFD updates inside train_step (one optimizer step per "
