@@ -585,3 +585,35 @@ def test_dmd_lpips_compares_decoded_text_pairs(bases, monkeypatch):
 def DiffusionPipelineVAE(base):
     from diffusers import AutoencoderKL
     return AutoencoderKL.from_pretrained(base, subfolder="vae").eval()
+
+
+# -- classifier-free guidance: the unconditional input is the pipeline's ----------------
+@pytest.mark.parametrize("kind", ["sd", "sdxl"])
+def test_guided_teacher_matches_the_diffusers_pipelines_cfg(bases, kind):
+    """One CFG step of StableDiffusion(XL)Pipeline (guidance 3): the guided noise
+    prediction it hands its scheduler equals ``guided_forward`` on the same
+    latent and t. SDXL's unconditional input is zeros (force_zeros_for_empty_prompt),
+    SD 1.5's the encoded empty prompt."""
+    from diffusers import DiffusionPipeline
+    model = pd_model(bases[kind], guidance_scale=3.0)
+    pipe = DiffusionPipeline.from_pretrained(bases[kind])
+    pipe.set_progress_bar_config(disable=True)
+    seen = {}
+    step = pipe.scheduler.step
+
+    def spy(model_output, timestep, sample, *a, **kw):
+        seen.update(out=model_output, t=timestep)
+        return step(model_output, timestep, sample, *a, **kw)
+    pipe.scheduler.step = spy
+    pipe.unet.register_forward_hook(
+        lambda m, args, out: seen.update(z=args[0][:1]), with_kwargs=False)
+    pipe("a drawing of the digit 7", num_inference_steps=1, guidance_scale=3.0,
+         output_type="latent", generator=torch.Generator().manual_seed(0))
+    cond = model.data_preprocessor.encode_text(["a drawing of the digit 7"], size=(16, 16))
+    with torch.no_grad():
+        ours = model.guided_forward(model.teacher_unet, seen["z"], seen["t"].reshape(1),
+                                    cond, 3.0)
+        unguided = model.teacher_unet(seen["z"], seen["t"].reshape(1), **cond).sample
+    assert model.data_preprocessor.zero_uncond == (kind == "sdxl")
+    assert (seen["out"] - unguided).abs().max() > 1e-3  # guidance changes the output
+    assert (ours - seen["out"]).abs().max() < 1e-5

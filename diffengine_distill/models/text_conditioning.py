@@ -60,6 +60,11 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
         self.vae = (load_pretrained(AutoencoderKL, vae, torch_dtype=_dtype(dtype)) if vae else
                     load_pretrained(AutoencoderKL, model, subfolder="vae", **weights))
         self.vae.eval().requires_grad_(False)
+        # CFG's unconditional input: zeros (prompt and pooled embeddings) where
+        # diffusers' SDXL pipeline uses them (its force_zeros_for_empty_prompt,
+        # default True; DMD2's SDXL too), else the encoded empty prompt (SD 1.x/2.x).
+        self.zero_uncond = self.xl and _model_index(model).get(
+            "force_zeros_for_empty_prompt", True)
         # Frozen and re-loadable from `model`: not worth gigabytes per checkpoint.
         self._register_state_dict_hook(_drop_frozen)
         self.register_load_state_dict_post_hook(_ignore_missing_frozen)
@@ -104,10 +109,18 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
         return cond
 
     def encode_empty(self, n: int, time_ids: Tensor | None = None) -> dict:
-        """``encode_text([""] * n, time_ids)``, the text encoders run once per run
-        (classifier-free guidance needs it every iteration)."""
+        """The unconditional input of classifier-free guidance, as diffusers'
+        pipeline of this model builds it: ``encode_text([""] * n, time_ids)``, or
+        zeros of that shape (``zero_uncond``); computed once per run (CFG needs
+        it every iteration)."""
         if getattr(self, "_empty", None) is None:
             self._empty = self.encode_text([""], size=(0, 0))
+            if self.zero_uncond:
+                self._empty = dict(
+                    encoder_hidden_states=torch.zeros_like(
+                        self._empty["encoder_hidden_states"]),
+                    added_cond_kwargs=dict(text_embeds=torch.zeros_like(
+                        self._empty["added_cond_kwargs"]["text_embeds"])))
         cond = dict(encoder_hidden_states=self._empty["encoder_hidden_states"].expand(
             n, -1, -1))
         if self.xl:
@@ -152,7 +165,9 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
                      tokenizer=self.tokenizers[0], unet=unet, scheduler=scheduler)
         if self.xl:
             return StableDiffusionXLPipeline(text_encoder_2=self.text_encoders[1],
-                                             tokenizer_2=self.tokenizers[1], **parts)
+                                             tokenizer_2=self.tokenizers[1],
+                                             force_zeros_for_empty_prompt=self.zero_uncond,
+                                             **parts)
         return StableDiffusionPipeline(safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False, **parts)
 
@@ -169,6 +184,22 @@ def _ignore_missing_frozen(module, incompatible):
     incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
                                     if not any(f".{f}" in f".{k}" or k.startswith(f)
                                                for f in _FROZEN)]
+
+
+def _model_index(model: str) -> dict:
+    """The base model's model_index.json (pipeline options), {} if it has none."""
+    import json
+    local = osp.expanduser(model)
+    try:
+        if osp.isdir(local):
+            path = osp.join(local, "model_index.json")
+        else:
+            from huggingface_hub import hf_hub_download
+            path = hf_hub_download(model, "model_index.json")
+        with open(path) as f:
+            return json.load(f)
+    except Exception:  # noqa: BLE001 (no file, or offline: the pipeline's defaults)
+        return {}
 
 
 def _has_subfolder(model: str, name: str) -> bool:
