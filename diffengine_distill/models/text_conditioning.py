@@ -27,6 +27,18 @@ def _dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def _graph_if_trainable(encode):
+    """Frozen text encoders run without a graph; LoRA-trained ones need it."""
+    import functools
+
+    @functools.wraps(encode)
+    def wrapper(self, *args, **kwargs):
+        trainable = any(p.requires_grad for p in self.text_encoders.parameters())
+        with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
+            return encode(self, *args, **kwargs)
+    return wrapper
+
+
 @MODELS.register_module()
 class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
     """Images -> latents (``vae.encode(x).latent_dist.sample() * scaling_factor``),
@@ -84,7 +96,7 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
                 "from the same base model.")
 
     # -- encoding ---------------------------------------------------------------------
-    @torch.no_grad()
+    @_graph_if_trainable
     def encode_text(self, prompts: list[str], time_ids: Tensor | None = None,
                     size: tuple[int, int] | None = None) -> dict:
         device = self.vae.device
@@ -176,7 +188,9 @@ _FROZEN = ("vae.", "text_encoders.")
 
 
 def _drop_frozen(module, state_dict, prefix, local_metadata):
-    for key in [k for k in state_dict if k[len(prefix):].startswith(_FROZEN)]:
+    # Text-encoder LoRA adapters are trained: checkpoints keep them.
+    for key in [k for k in state_dict if k[len(prefix):].startswith(_FROZEN)
+                and "lora_" not in k]:
         del state_dict[key]
 
 

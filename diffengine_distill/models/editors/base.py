@@ -49,10 +49,14 @@ def _ignore_missing_frozen_unet(module, incompatible):
                                     if not (k.startswith("unet.") and "lora_" not in k)]
 
 
-def add_lora(unet, options: dict):
-    """Freeze ``unet`` and add PEFT LoRA adapters ("default") to it."""
+def add_lora(unet, options: dict, key: str = "lora_config"):
+    """Freeze ``unet`` (or a text encoder) and add PEFT LoRA adapters
+    ("default") to it; ``options``: LoraConfig's, or diffengine's
+    ``dict(type="LoRA", ...)``; ``key`` names the config key in errors."""
     from peft import LoraConfig
-    config = LoraConfig(**options)
+
+    from .diffusion.diffengine_compat import lora_options
+    config = LoraConfig(**lora_options(options, key))
     unet.requires_grad_(False)
     try:
         unet.add_adapter(config)
@@ -89,6 +93,37 @@ def set_attention(unet, backend: str) -> None:
                 module.set_processor(AttnProcessor())
 
 
+def _from_base(cfg, base_model, default: dict, key: str):
+    """``cfg`` with the base model as its path where it is a pretrained
+    config without one (``None``: ``default`` from the base model)."""
+    if cfg is None:
+        cfg = dict(default)
+    if isinstance(cfg, dict) and cfg.get("type", "pretrained") == "pretrained" \
+            and not cfg.get("path"):
+        if base_model is None:
+            raise ValueError(f"model.{key} has no path: set model.base_model (a hub id or "
+                             f"local diffusers folder) or model.{key}.path.")
+        cfg = dict(default, **{k: v for k, v in cfg.items() if v is not None},
+                   path=base_model)
+    return cfg
+
+
+def _preprocessor_from_base(cfg, base_model):
+    """The data preprocessor: a base model with text encoders gets the
+    ``StableDiffusionDataPreprocessor`` of that model unless one is given."""
+    if isinstance(cfg, nn.Module) or base_model is None:
+        return cfg
+    cfg = dict(cfg or {})
+    if "type" not in cfg:
+        from ..text_conditioning import _has_subfolder
+        text = _has_subfolder(base_model, "text_encoder")
+        cfg["type"] = "StableDiffusionDataPreprocessor" if text else \
+            "DiffusionDataPreprocessor"
+    if cfg["type"] == "StableDiffusionDataPreprocessor" and not cfg.get("model"):
+        cfg["model"] = base_model
+    return cfg
+
+
 def unet_kwargs(cond) -> dict:
     """UNet keyword arguments of a conditioning: class labels, a dict (text), None."""
     if isinstance(cond, dict):
@@ -105,6 +140,24 @@ def cat_conditions(conds: list):
     if isinstance(first, dict):
         return {k: cat_conditions([c[k] for c in conds]) for k in first}
     return torch.cat(conds)
+
+
+def _save_peft_folder(module, folder: str) -> dict:
+    """``module``'s "default" adapter as ``PeftModel.save_pretrained`` writes
+    it (adapter_config.json, adapter_model.safetensors with PeftModel's key
+    names), for ``PeftModel.from_pretrained(module, folder)``; returns the
+    adapter's state dict."""
+    import os.path as osp
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+    state = {k: v.detach().cpu().contiguous()
+             for k, v in get_peft_model_state_dict(module).items()}
+    module.peft_config["default"].save_pretrained(folder)
+    # PeftModel's own key names: the adapter name is implied ("default").
+    save_file({f"base_model.model.{k}": v for k, v in state.items()},
+              osp.join(folder, "adapter_model.safetensors"))
+    return state
 
 
 class AdapterTeacher:
@@ -147,8 +200,15 @@ class BaseDiffusionModel(BaseModel):
     exactly, also when N does not divide T.
 
     Args:
-        unet: UNet config (see ``models.builders``) or module.
-        scheduler: diffusers scheduler config defining the noise schedule.
+        base_model: the base model / teacher, a hub id or a local diffusers
+            folder: the UNet, the scheduler's noise schedule and (text-to-image
+            folders) the VAE and text encoders load from it unless ``unet``,
+            ``scheduler`` or ``data_preprocessor`` give their own ``path`` /
+            ``model``. ``--cfg-options model.base_model=...`` changes them all.
+        unet: UNet config (see ``models.builders``) or module; default
+            ``dict(type="pretrained", path=base_model, subfolder="unet")``.
+        scheduler: diffusers scheduler config defining the noise schedule;
+            default the base model's, as a DDPMScheduler.
         prediction_type: overrides the scheduler's (epsilon | v_prediction |
             sample); it is written into every export.
         sampler: DDIM options of the in-training sampler and of the export.
@@ -159,19 +219,34 @@ class BaseDiffusionModel(BaseModel):
         gradient_checkpointing: diffusers' activation checkpointing of the
             trained UNet (memory for compute).
         attention: ``sdpa`` (default), ``xformers`` or ``eager`` kernels.
+        **diffengine_keys: diffengine's ``model``, ``vae_model``,
+            ``unet_lora_config``, ``enable_xformers`` (see
+            docs/diffengine_compat.md); its other keys fail with the key to use.
     """
 
     exact_grid = False
 
-    def __init__(self, unet, scheduler: dict, prediction_type: str | None = None,
-                 sampler: dict | None = None, data_preprocessor: dict | None = None,
-                 lora_config: dict | None = None, gradient_checkpointing: bool = False,
-                 attention: str = "sdpa", init_cfg: dict | None = None):
+    def __init__(self, unet=None, scheduler: dict | None = None,
+                 prediction_type: str | None = None, sampler: dict | None = None,
+                 data_preprocessor: dict | None = None, lora_config: dict | None = None,
+                 gradient_checkpointing: bool = False, attention: str = "sdpa",
+                 init_cfg: dict | None = None, base_model: str | None = None,
+                 **diffengine_keys):
+        from .diffusion.diffengine_compat import translate_keys
+        base_model, lora_config, data_preprocessor, attention = translate_keys(
+            type(self).__name__, diffengine_keys, base_model, lora_config,
+            data_preprocessor, attention)
+        unet = _from_base(unet, base_model, dict(type="pretrained", subfolder="unet"), "unet")
+        scheduler = _from_base(scheduler, base_model,
+                               dict(type="pretrained", class_name="DDPMScheduler"),
+                               "scheduler")
+        data_preprocessor = _preprocessor_from_base(data_preprocessor, base_model)
         # Built from our registry so the model also builds outside a Runner.
         if not isinstance(data_preprocessor, nn.Module):
             data_preprocessor = MODELS.build(
                 data_preprocessor or dict(type="DiffusionDataPreprocessor"))
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.base_model = base_model
         self.unet = build_unet(unet)
         if hasattr(self.data_preprocessor, "check_unet"):
             self.data_preprocessor.check_unet(self.unet)
@@ -308,28 +383,46 @@ class BaseDiffusionModel(BaseModel):
         return build_scheduler(dict(cfg, prediction_type=self.prediction_type),
                                base_config=self.scheduler.config)
 
+    def lora_text_encoders(self) -> dict:
+        """Text encoders trained with LoRA, by the export subfolder diffengine's
+        PeftSaveHook uses: ``text_encoder`` (SD) or ``text_encoder_one`` /
+        ``text_encoder_two`` (SDXL); empty when the text encoders are frozen."""
+        if getattr(self, "text_encoder_lora_config", None) is None:
+            return {}
+        encoders = list(self.data_preprocessor.text_encoders)
+        names = ["text_encoder"] if len(encoders) == 1 else \
+            ["text_encoder_one", "text_encoder_two"]
+        return dict(zip(names, encoders))
+
     def save_lora(self, folder: str, unet=None) -> None:
         """LoRA students: ``folder/unet`` as a PEFT adapter (for
-        ``PeftModel.from_pretrained(pipe.unet, folder/"unet")``), diffusers'
-        ``pytorch_lora_weights.safetensors`` (for ``pipe.load_lora_weights``)
-        and the sampler in ``folder/scheduler``. ``unet``: whose adapter
-        ("default"; e.g. an EMA copy's), by default this model's."""
+        ``PeftModel.from_pretrained(pipe.unet, folder/"unet")``), the same for
+        LoRA-trained text encoders (``folder/text_encoder`` or
+        ``text_encoder_one`` / ``text_encoder_two``), diffusers'
+        ``pytorch_lora_weights.safetensors`` with every adapter's config as
+        metadata (for ``pipe.load_lora_weights``: lora_alpha survives) and the
+        sampler in ``folder/scheduler``. ``unet``: whose adapter ("default";
+        e.g. an EMA copy's), by default this model's."""
         import os.path as osp
 
         from diffusers.utils import convert_state_dict_to_diffusers
-        from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
         unet = self.bare_unet if unet is None else unet
-        state = {k: v.detach().cpu().contiguous()
-                 for k, v in get_peft_model_state_dict(unet).items()}
-        self.lora_config.save_pretrained(osp.join(folder, "unet"))
-        # PeftModel's own key names: the adapter name is implied ("default").
-        save_file({f"base_model.model.{k}": v for k, v in state.items()},
-                  osp.join(folder, "unet", "adapter_model.safetensors"))
+        adapters = dict(unet=unet, **self.lora_text_encoders())
+        states = {name: _save_peft_folder(module, osp.join(folder, name))
+                  for name, module in adapters.items()}
         save_lora_weights = getattr(type(self.build_pipeline()), "save_lora_weights", None)
         if save_lora_weights is not None:  # text-to-image pipelines have LoRA loaders
-            save_lora_weights(folder, unet_lora_layers=convert_state_dict_to_diffusers(state),
-                              safe_serialization=True)
+            # diffusers' names: text_encoder, text_encoder_2.
+            prefixes = dict(unet="unet", text_encoder="text_encoder",
+                            text_encoder_one="text_encoder", text_encoder_two="text_encoder_2")
+            kwargs = {}
+            for name, module in adapters.items():
+                prefix = prefixes[name]
+                kwargs[f"{prefix}_lora_layers"] = convert_state_dict_to_diffusers(states[name])
+                # Without it load_lora_weights rebuilds the adapter with alpha = r.
+                kwargs[f"{prefix}_lora_adapter_metadata"] = \
+                    module.peft_config["default"].to_dict()
+            save_lora_weights(folder, safe_serialization=True, **kwargs)
         self.export_scheduler().save_pretrained(osp.join(folder, "scheduler"))
 
     def save_export(self, folder: str, unet=None) -> None:

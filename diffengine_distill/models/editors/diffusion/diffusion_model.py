@@ -7,7 +7,8 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ...diffusion import ddim_step, prediction_target
-from ..base import BaseDiffusionModel
+from ..base import BaseDiffusionModel, add_lora
+from .diffengine_compat import translate_loss
 from ..sample_rng import batch_rng
 
 
@@ -25,18 +26,50 @@ class DiffusionModel(BaseDiffusionModel):
             (classifier-free guidance); 0 disables it.
         noise_seed: seeds the per-sample draws (noise, t, label dropout) of
             batches that carry dataset indices (see ``sample_rng``).
+        text_encoder_lora_config: LoRA options (as ``lora_config``) for the
+            text encoder(s), trained with the UNet's adapters; exports carry
+            them (PEFT folders and ``pytorch_lora_weights.safetensors``).
+        finetune_text_encoder: diffengine's switch; only with
+            ``text_encoder_lora_config`` (full text-encoder training is not
+            supported).
         Other arguments: see ``BaseDiffusionModel``.
     """
 
     def __init__(self, *args, loss: dict | None = None, continuous_time: bool = False,
-                 class_dropout_prob: float = 0.0, noise_seed: int = 0, **kwargs):
+                 class_dropout_prob: float = 0.0, noise_seed: int = 0,
+                 text_encoder_lora_config: dict | None = None,
+                 finetune_text_encoder: bool | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.loss = MODELS.build(loss or dict(type="DiffusionLoss"))
+        self.add_text_encoder_lora(text_encoder_lora_config, finetune_text_encoder)
+        self.loss = MODELS.build(translate_loss(loss) or dict(type="DiffusionLoss"))
         self.continuous_time = continuous_time
         if class_dropout_prob and self.num_classes is None:
             raise ValueError("class_dropout_prob needs a class-conditional UNet.")
         self.class_dropout_prob = class_dropout_prob
         self.noise_seed = int(noise_seed)
+
+    def add_text_encoder_lora(self, options: dict | None, finetune: bool | None) -> None:
+        self.text_encoder_lora_config = None
+        if finetune and not options:
+            raise ValueError("model.finetune_text_encoder=True trains the text encoders in "
+                             "full, which is not supported: set model.text_encoder_lora_config="
+                             "dict(type='LoRA', r=8, lora_alpha=8, target_modules=['q_proj', "
+                             "'k_proj', 'v_proj', 'out_proj']).")
+        if not options:
+            return
+        if finetune is False:
+            raise ValueError("model.text_encoder_lora_config is set but "
+                             "model.finetune_text_encoder=False: remove one of them.")
+        if not self.text_conditioned:
+            raise ValueError("model.text_encoder_lora_config needs a text-to-image model "
+                             "(StableDiffusionDataPreprocessor).")
+        if self.lora_config is None:
+            raise ValueError("model.text_encoder_lora_config needs model.lora_config (LoRA "
+                             "on the UNet): exports of a fully trained UNet carry no "
+                             "text-encoder adapters.")
+        self.text_encoder_lora_config = [
+            add_lora(encoder, options, "text_encoder_lora_config")
+            for encoder in self.data_preprocessor.text_encoders]
 
     def export_metadata(self) -> dict:
         # The label trained as "no class": CFG and tools/make_pairs.py need it.
