@@ -95,7 +95,7 @@ TINY_UNET = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=
 
 def tiny_sfd(**kwargs):
     torch.manual_seed(0)
-    return MODELS.build(dict(type="SFD", unet=TINY_UNET, scheduler=COSINE, **kwargs))
+    return MODELS.build(dict(dict(type="SFD", unet=TINY_UNET, scheduler=COSINE), **kwargs))
 
 
 def test_teacher_targets_are_every_k_th_point_of_the_teacher_solver():
@@ -456,3 +456,150 @@ def test_stock_sd_pipeline_skips_the_unet_on_afs(tiny_sd, tmp_path, guidance):
             eps = eps_u + guidance * (eps_c - eps_u)
             x = x + (sig[i + 1] - s) * eps  # Euler: (x - D) / sigma = eps
     assert (latents - x).abs().max() < 1e-4
+
+
+class RecordingOptimWrapper(CountingOptimWrapper):
+    """SGD that records each loss and the gradients it stepped on."""
+
+    def __init__(self, model, lr=0.05):
+        super().__init__(model, lr)
+        self.losses, self.grads = [], []
+
+    def backward(self, loss):
+        self.losses.append(float(loss.detach()))
+        loss.backward()
+
+    def step(self):
+        self.grads.append([p.grad.clone() for p in self.model.unet.parameters()])
+        super().step()
+
+
+def v_denoiser(unet, x, s, t):
+    """x0 of a v-prediction UNet in sigma-space, written out."""
+    alpha = 1 / math.sqrt(1 + s ** 2)
+    return alpha * (alpha * x) - s * alpha * unet(alpha * x, t).sample
+
+
+def test_student_steps_against_a_hand_written_loop():
+    """sfd-main's step: Euler from the student's own detached previous output
+    (not the teacher's point), L1 summed over pixels and averaged over the
+    batch, an SGD update after each step."""
+    import copy
+    model = tiny_sfd(num_steps=5, afs=True, M=1)
+    unet = copy.deepcopy(model.unet)
+    noise = torch.randn(3, 1, 8, 8)
+    targets = model.teacher_targets(noise, None, 5, 1)
+    wrapper = RecordingOptimWrapper(model)
+    model.train_step(dict(inputs=list(noise), data_samples=dict(label=[None] * 3)), wrapper)
+
+    sig = [float(s) for s in model.sigmas(5)]
+    x = noise * sig[0]
+    x = x + (sig[1] - sig[0]) * x / math.sqrt(1 + sig[0] ** 2)  # AFS, no update
+    for i in (1, 2, 3):
+        t = model.schedule.timestep(sig[i]).float()
+        x0 = v_denoiser(unet, x, sig[i], t)
+        x_next = x + (sig[i + 1] - sig[i]) * (x - x0) / sig[i]
+        loss = (x_next - targets[i]).abs().sum(dim=(1, 2, 3)).mean()
+        unet.zero_grad()
+        loss.backward()
+        assert abs(float(loss.detach()) - wrapper.losses[i - 1]) < 1e-4 * wrapper.losses[i - 1]
+        ours = torch.cat([p.grad.flatten() for p in unet.parameters()])
+        theirs = torch.cat([g.flatten() for g in wrapper.grads[i - 1]])
+        assert (ours - theirs).norm() < 1e-4 * ours.norm(), i  # fp32 rounding of |.|'s sign
+        with torch.no_grad():
+            for p in unet.parameters():
+                p -= 0.05 * p.grad
+        x = x_next.detach()
+    assert len(wrapper.losses) == 3
+
+
+def test_second_stage_teacher_is_euler_conditioned_on_its_step_count(tmp_path):
+    """The second stage's teacher is the first-stage SFD-v model's Euler (+AFS)
+    on (M + 1)(3 - 1) + 1 = 7 timestamps, conditioned on 7 steps."""
+    first = tiny_sfd(use_step_condition=True, step_range=(4, 7))
+    with torch.no_grad():  # distinct rows per step count, as after training
+        first.unet.class_embedding.weight.normal_()
+    first.save_export(str(tmp_path / "stage1"))
+    second = tiny_sfd(is_second_stage=True, num_steps=3, M=2, last_step_loss="l1",
+                      unet=dict(type="pretrained", path=str(tmp_path / "stage1"),
+                                subfolder="unet"),
+                      scheduler=dict(type="pretrained", path=str(tmp_path / "stage1")))
+    noise = torch.randn(2, 1, 8, 8)
+    targets = second.teacher_targets(noise, None, 3, 2)
+    sig = polynomial_grid(7, first.sigma_min, first.sigma_max)
+    rows = torch.full((2,), 7)  # class 0, 7 timestamps
+    x = noise * sig[0]
+    x = x + (sig[1] - sig[0]) * x / math.sqrt(1 + sig[0] ** 2)
+    trajectory = [None, x]
+    with torch.no_grad():
+        for i in range(1, 6):
+            alpha = 1 / math.sqrt(1 + sig[i] ** 2)
+            t = first.schedule.timestep(sig[i]).float()
+            v = first.unet(alpha * x, t, class_labels=rows).sample
+            x0 = alpha * (alpha * x) - sig[i] * alpha * v
+            x = x + (sig[i + 1] - sig[i]) * (x - x0) / sig[i]
+            trajectory.append(x)
+    assert torch.allclose(targets[0], trajectory[3], atol=1e-5)
+    assert torch.allclose(targets[1], trajectory[6], atol=1e-5)
+
+
+def test_eps_student_starts_as_its_teacher(tmp_path):
+    """An epsilon-prediction teacher: before training, the SFD student's sampler
+    and its export are the teacher's Euler + AFS on the same grid."""
+    eps = dict(type="DDPMScheduler", num_train_timesteps=1000, prediction_type="epsilon")
+    model = tiny_sfd(scheduler=eps, num_steps=5)
+    model.save_export(str(tmp_path / "export"))
+    seeds = range(3)
+    noise = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
+                         for s in seeds])
+    sig = polynomial_grid(5, 0.01000133, 80.0)  # this teacher's sigma(t = 0) > 0.006
+    x = noise * sig[0]
+    x = x + (sig[1] - sig[0]) * x / math.sqrt(1 + sig[0] ** 2)
+    ab = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
+    with torch.no_grad():
+        for i in range(1, 4):
+            t = torch.tensor(vp_timestep(sig[i], ab), dtype=torch.float32)
+            e = model.teacher_unet(x / math.sqrt(1 + sig[i] ** 2), t).sample
+            x = x + (sig[i + 1] - sig[i]) * e
+    assert (model.student_sample(noise) - x).abs().max() < 1e-4
+    pipe = SamplerPipeline.from_pretrained(tmp_path / "export")
+    assert (generate(pipe, seeds, 3, progress=False) - x.clamp(-1, 1)).abs().max() < 1e-4
+
+
+class ScaledSGD(CountingOptimWrapper):
+    """An fp16-style wrapper: backward on the scaled loss, GradScaler step."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.loss_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+
+    def backward(self, loss):
+        self.loss_scaler.scale(loss).backward()
+
+    def step(self):
+        self.updates += 1
+        self.loss_scaler.step(self.opt)
+        self.loss_scaler.update()
+
+
+def test_overflowing_gradients_reach_the_grad_scaler():
+    """Under a loss scaler, an inf gradient must make it skip the update and
+    lower the scale (clamped to 1e5 it would be stepped on)."""
+    model = tiny_sfd(num_steps=4, M=1)
+    wrapper = ScaledSGD(model)
+    weight = model.unet.conv_out.weight
+    weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    model.train_step(dict(inputs=[torch.randn(1, 8, 8)] * 2,
+                          data_samples=dict(label=[None] * 2)), wrapper)
+    assert wrapper.updates == 2
+    assert wrapper.loss_scaler.get_scale() == 2.0 ** 14  # halved twice
+    for k, v in model.unet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # Without a scaler, sfd-main's nan_to_num: 0 for NaN, +-1e5 for Inf.
+    model = tiny_sfd(num_steps=4, M=1)
+    model.unet.conv_out.bias.grad = torch.tensor([float("nan")])
+    model.unet.conv_out.weight.grad = torch.full_like(model.unet.conv_out.weight, -float("inf"))
+    model.clean_gradients(CountingOptimWrapper(model))
+    assert float(model.unet.conv_out.bias.grad) == 0
+    assert (model.unet.conv_out.weight.grad == -1e5).all()
