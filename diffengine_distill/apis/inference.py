@@ -1,13 +1,18 @@
 """Load exported pipelines and sample from them (tools/sample.py, evaluate.py)."""
 from __future__ import annotations
 
+import copy
 import glob
+import inspect
 import json
 import os.path as osp
 import re
 
+import numpy as np
 import torch
 from tqdm import tqdm
+
+from .cli import CLIP_CHOICES, UsageError, parse_seeds  # noqa: F401 (parse_seeds: re-export)
 
 
 def find_export(path: str) -> str:
@@ -29,15 +34,18 @@ def find_export(path: str) -> str:
     return max(exports, key=order)
 
 
+def is_local(path: str) -> bool:
+    """A local folder (or meant as one), not a hub id like ``org/name``."""
+    from diffengine_distill.models.builders import _looks_local
+    return _looks_local(osp.expanduser(path))
+
+
 def export_metadata(folder: str) -> dict:
     meta = osp.join(folder, "diffengine_distill.json")
     if osp.isfile(meta):
         with open(meta) as f:
             return json.load(f)
     return {}
-
-
-CLIP_CHOICES = ("export", "on", "off")
 
 
 def load_pipeline(path: str, device: str | torch.device = "cpu",
@@ -51,8 +59,9 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     from diffusers import DiffusionPipeline
 
     import diffengine_distill
-    from diffengine_distill.models.builders import _looks_local, load_pretrained
-    if not _looks_local(path) and not osp.exists(path):  # a hub id (base models)
+    from diffengine_distill.models.builders import load_pretrained
+    check_device(device)
+    if not is_local(path):  # a hub id (base models, stock pipelines)
         pipe = load_pretrained(DiffusionPipeline, path, dtype=torch_dtype).to(device)
     else:
         folder = find_export(path)
@@ -93,6 +102,9 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
             else list(prompts)
         prompts = (prompts * len(seeds))[:len(seeds)] if len(prompts) == 1 else prompts
     conditional = not text and pipeline_classes(pipe) is not None
+    takes_eta = "eta" in inspect.signature(pipe.__call__).parameters  # DDPMPipeline: none
+    if eta and not takes_eta:
+        raise UsageError(f"eta={eta} is for DDIM samplers; {type(pipe).__name__} takes no eta")
     if conditional and labels is None:
         labels = [s % 10 for s in seeds]
     out = []
@@ -101,7 +113,9 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
         chunk = seeds[start:start + batch_size]
         gens = [torch.Generator("cpu").manual_seed(s) for s in chunk]
         kwargs = dict(generator=gens, num_inference_steps=num_inference_steps,
-                      output_type=output_type, eta=eta)
+                      output_type=output_type)
+        if takes_eta:
+            kwargs["eta"] = eta
         if text:
             kwargs["prompt"] = prompts[start:start + batch_size]
             if guidance_scale is not None:
@@ -110,15 +124,51 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
             kwargs["class_labels"] = labels[start:start + batch_size]
         else:
             kwargs["batch_size"] = len(chunk)
-        images = pipe(**kwargs).images.float().cpu()
+        images = pipe(**kwargs).images
+        if isinstance(images, np.ndarray):  # pipelines that ignore output_type="pt"
+            images = torch.from_numpy(images).permute(0, 3, 1, 2)
+        images = images.float().cpu()
         out.append(images if output_type == "latent" else images * 2 - 1)
     return torch.cat(out)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-99' or '1,5,9' or '0-9,20'."""
-    seeds = []
-    for part in str(text).split(","):
-        a, _, b = part.strip().partition("-")
-        seeds.extend(range(int(a), int(b) + 1) if b else [int(a)])
-    return seeds
+def check_device(device) -> torch.device:
+    """``device`` as a torch device, or a one-line error when it is not usable here."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise UsageError(f"--device {device!r} is not a device ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} but CUDA is not available here: use --device cpu")
+    return device
+
+
+def image_shape(pipe) -> tuple[int, int, int]:
+    """(channels, height, width) of the images a pixel pipeline makes."""
+    config = pipe.unet.config
+    size = config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    return config.in_channels, height, width
+
+
+def default_steps(pipe, folder: str | None = None) -> int:
+    """An export's trained step count, else the pipeline's own default
+    (DDPMPipeline: 1000, DDIMPipeline: 50), else 50."""
+    trained = export_metadata(folder).get("num_inference_steps") if folder else None
+    default = inspect.signature(pipe.__call__).parameters.get("num_inference_steps")
+    default = getattr(default, "default", None)
+    return trained or (default if isinstance(default, int) else 50)
+
+
+def check_steps(pipe, num_inference_steps: int, eta: float = 0.0) -> None:
+    """Refuse step counts (and eta) the pipeline's scheduler cannot sample with."""
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
+            or num_inference_steps < 1:
+        raise UsageError(f"steps must be a positive integer, got {num_inference_steps!r}")
+    try:  # on a copy: set_timesteps changes the scheduler's state
+        copy.deepcopy(pipe.scheduler).set_timesteps(num_inference_steps)
+    except ValueError as err:
+        raise UsageError(f"{num_inference_steps} steps: {err}") from None
+    if eta and "eta" not in inspect.signature(pipe.__call__).parameters:
+        raise UsageError(f"eta={eta} is for DDIM samplers; {type(pipe).__name__} takes no "
+                         "eta: leave --eta out")

@@ -5,7 +5,6 @@ Text-to-image teachers give latents (the UNet's space) of their guided ODE,
 one prompt per seed; the prompts travel in each shard's metadata."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -18,9 +17,8 @@ from diffengine_distill.datasets.noise import read_prompts
 from diffengine_distill.datasets.pairs import PAIRS_META
 from diffengine_distill.models.text_conditioning import DTYPES
 
-from .inference import export_metadata, find_export, generate, load_pipeline, parse_seeds
-
-SOLVERS = ("dpmpp", "ddim", "pndm")
+from .cli import SOLVERS, UsageError, pairs_parser, user_errors
+from .inference import check_steps, export_metadata, find_export, generate, load_pipeline
 
 
 def ode_scheduler(scheduler, solver: str):
@@ -35,7 +33,7 @@ def ode_scheduler(scheduler, solver: str):
                                          set_alpha_to_one=True, clip_sample=False)
     if solver == "pndm":  # Stable Diffusion's own PLMS sampler (DMD's SD pairs)
         return PNDMScheduler.from_config(scheduler.config, skip_prk_steps=True)
-    raise ValueError(f"Unknown solver {solver!r}; use one of {SOLVERS}.")
+    raise UsageError(f"Unknown solver {solver!r}; use one of {SOLVERS}.")
 
 
 def pair_labels(seeds, num_classes: int | None) -> list[int] | None:
@@ -59,8 +57,11 @@ def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str =
     """
     from safetensors.torch import save_file
     seeds = [int(s) for s in seeds]
-    if not seeds or shard_size < 1 or num_steps < 1:
-        raise ValueError("Need at least one seed, shard_size >= 1 and num_steps >= 1.")
+    if not seeds or min(shard_size, num_steps, batch_size) < 1:
+        raise UsageError("Need at least one seed, and shard_size, num_steps and batch_size "
+                         ">= 1.")
+    if num_classes is not None and num_classes < 1:
+        raise UsageError(f"num_classes must be a positive integer, got {num_classes}")
     pipe = load_pipeline(teacher, device=device, torch_dtype=torch_dtype)
     text = hasattr(pipe, "tokenizer")
     folder = find_export(teacher) if osp.isdir(osp.expanduser(teacher)) else teacher
@@ -70,6 +71,7 @@ def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str =
     else:
         pipe, num_classes = _class_teacher(pipe, folder, solver, num_classes, prompts,
                                            guidance_scale)
+    check_steps(pipe, num_steps)
     settings = dict(teacher=osp.abspath(folder) if osp.isdir(folder) else folder, solver=solver,
                     num_steps=num_steps, shard_size=shard_size, num_classes=num_classes,
                     shape=[pipe.unet.config.in_channels, *_size(pipe.unet.config.sample_size)])
@@ -84,7 +86,7 @@ def make_pairs(teacher: str, out: str, seeds, num_steps: int = 64, solver: str =
             old = json.load(f)
         changed = [k for k in settings if old.get(k) != settings[k]]
         if changed:
-            raise ValueError(f"{out!r} holds pairs made with other settings ({changed}): "
+            raise UsageError(f"{out!r} holds pairs made with other settings ({changed}): "
                              "use another --out, or delete the folder to start over.")
         meta = old
     chunks = [seeds[i:i + shard_size] for i in range(0, len(seeds), shard_size)]
@@ -123,14 +125,14 @@ def _class_teacher(pipe, folder: str, solver: str, num_classes, prompts, guidanc
     """A class-conditional or unconditional teacher's ODE pipeline and its classes."""
     from diffengine_distill.pipelines import SamplerPipeline
     if prompts is not None or guidance_scale is not None:
-        raise ValueError(f"--prompts and --guidance-scale are for text-to-image teachers; "
+        raise UsageError(f"--prompts and --guidance-scale are for text-to-image teachers; "
                          f"{folder!r} is not one: leave them out.")
     classes = getattr(pipe.unet.config, "num_class_embeds", None)
     if num_classes is None and classes:
         # A teacher trained for CFG reserves its last class as the null label.
         num_classes = export_metadata(folder).get("null_class") or classes
     if num_classes and not classes:
-        raise ValueError(f"num_classes={num_classes} but the teacher at {folder!r} is "
+        raise UsageError(f"num_classes={num_classes} but the teacher at {folder!r} is "
                          "unconditional: leave --num-classes out.")
     pipe = SamplerPipeline(unet=pipe.unet, scheduler=ode_scheduler(pipe.scheduler, solver))
     pipe.set_progress_bar_config(disable=True)
@@ -140,10 +142,10 @@ def _class_teacher(pipe, folder: str, solver: str, num_classes, prompts, guidanc
 def _text_teacher(pipe, solver: str, num_classes, prompts, guidance_scale):
     """A text-to-image pipeline on the ODE solver, its (None) classes and prompts."""
     if num_classes:
-        raise ValueError("--num-classes is for class-conditional teachers; this one is "
+        raise UsageError("--num-classes is for class-conditional teachers; this one is "
                          "text-to-image: give --prompts instead.")
     if prompts is None or guidance_scale is None:
-        raise ValueError("A text-to-image teacher needs --prompts (a file, one prompt per "
+        raise UsageError("A text-to-image teacher needs --prompts (a file, one prompt per "
                          "line) and --guidance-scale (DMD's SD pairs: 3, the real score's).")
     pipe.scheduler = ode_scheduler(pipe.scheduler, solver)
     return pipe, None, read_prompts(prompts)
@@ -168,32 +170,11 @@ def _write_json(obj, path: str) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Noise-image pairs of a teacher's ODE, for "
-                                "DMD's regression loss (PairsDataset).")
-    p.add_argument("teacher", help="teacher export folder or its work dir")
-    p.add_argument("--out", required=True, help="pairs folder (rerun to resume)")
-    p.add_argument("--seeds", default="0-9999", help="e.g. 0-9999")
-    p.add_argument("--steps", type=int, default=64, help="ODE solver steps")
-    p.add_argument("--solver", choices=SOLVERS, default="dpmpp",
-                   help="dpmpp: DPM-Solver++(2M); ddim: deterministic DDIM; pndm: SD's "
-                   "PLMS (DMD's SD pairs: pndm, 50 steps)")
-    p.add_argument("--shard-size", type=int, default=1000)
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="labels are seed %% N (default: the teacher's classes without "
-                   "its null class)")
-    p.add_argument("--prompts", default=None,
-                   help="text-to-image teachers: a file with one prompt per line (seed s "
-                   "gets line s %% lines)")
-    p.add_argument("--guidance-scale", type=float, default=None,
-                   help="text-to-image teachers: CFG scale of the pairs (DMD, SD 1.5: 3)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                   help="teacher weights' dtype (pairs are stored in float32)")
-    args = p.parse_args(argv)
-    meta = make_pairs(args.teacher, args.out, parse_seeds(args.seeds), args.steps, args.solver,
-                      args.shard_size, args.num_classes, args.batch_size, args.device,
-                      prompts=args.prompts, guidance_scale=args.guidance_scale,
-                      torch_dtype=DTYPES[args.dtype])
+    args = pairs_parser().parse_args(argv)
+    with user_errors("make_pairs.py"):
+        meta = make_pairs(args.teacher, args.out, args.seeds, args.steps, args.solver,
+                          args.shard_size, args.num_classes, args.batch_size, args.device,
+                          prompts=args.prompts, guidance_scale=args.guidance_scale,
+                          torch_dtype=DTYPES[args.dtype])
     print(f"{sum(b - a + 1 for a, b in meta['seeds'])} pairs in {len(meta['shards'])} "
           f"shard(s) at {args.out}")

@@ -1,51 +1,45 @@
 """The logic of ``tools/sample.py``."""
 from __future__ import annotations
 
-import argparse
 import os
 import os.path as osp
 
-from diffengine_distill.utils import make_grid, save_image, to_uint8
-
-from .inference import (CLIP_CHOICES, export_metadata, find_export, generate, load_pipeline,
-                        parse_seeds)
+from .cli import UsageError, sample_parser, strip_parser, user_errors
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Sample images from an exported pipeline.")
-    p.add_argument("path", help="export folder (with model_index.json) or a work dir "
-                   "(its newest export is used)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="sampling steps (default: the export's trained number)")
-    p.add_argument("--seeds", default=None, help="e.g. 0-99 or 1,5,9 (default: 0..num-images-1)")
-    p.add_argument("--num-images", type=int, default=64)
-    p.add_argument("--labels", default=None, help="class labels for class-conditional "
-                   "models, e.g. 0-9 (default: seed %% 10)")
-    p.add_argument("--out", default=None, help="output folder (default: <export>/samples_<steps>)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export",
-                   help="clip x0_hat to [-1, 1] at every step (on/off), or as exported")
-    p.add_argument("--clipped-sampling", "--clipped_sampling", dest="clip_sample",
-                   action="store_const", const="on", help="same as --clip-sample on")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--scale", type=int, default=4, help="enlarge the grid by this factor")
-    return p.parse_args(argv)
+    return sample_parser().parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    folder = find_export(args.path)
+    with user_errors("sample.py"):
+        return sample(args)
+
+
+def sample(args):
+    from diffengine_distill.utils import make_grid, save_image, to_uint8
+
+    from .inference import (check_steps, default_steps, find_export, generate, is_local,
+                            load_pipeline, pipeline_classes)
+    local = is_local(args.path)
+    folder = find_export(args.path) if local else args.path
     pipe = load_pipeline(folder, device=args.device, clip_sample=args.clip_sample)
-    steps = args.steps or export_metadata(folder).get("num_inference_steps") or 50
-    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num_images))
+    steps = args.steps or default_steps(pipe, folder if local else None)
+    check_steps(pipe, steps, args.eta)
+    seeds = args.seeds or list(range(args.num_images))
     labels = None
     if args.labels:
-        labels = parse_seeds(args.labels)
-        labels = (labels * len(seeds))[:len(seeds)]
+        classes = pipeline_classes(pipe)
+        if classes is None:
+            raise UsageError(f"--labels given but {args.path!r} is not class-conditional")
+        if max(args.labels) >= classes:
+            raise UsageError(f"--labels must be below the model's {classes} classes, "
+                             f"got {max(args.labels)}")
+        labels = (args.labels * len(seeds))[:len(seeds)]
     images = generate(pipe, seeds, steps, labels=labels, batch_size=args.batch_size,
                       eta=args.eta)
-    out = args.out or osp.join(folder, f"samples_{steps}steps")
+    out = args.out or osp.join(folder if local else ".", f"samples_{steps}steps")
     os.makedirs(out, exist_ok=True)
     for seed, img in zip(seeds, to_uint8(images)):
         save_image(img, osp.join(out, f"{seed:06d}.png"))
@@ -55,28 +49,41 @@ def main(argv=None):
 
 
 def strip_main(argv=None):
-    """Rows of images from several exports for the same seeds (tools/strip.py)."""
+    """Rows of images from several pipelines for the same seeds (tools/strip.py)."""
+    args = strip_parser().parse_args(argv)
+    with user_errors("strip.py"):
+        return strip(args)
+
+
+def parse_row(row: str) -> tuple[str, str, int]:
+    """'LABEL=PATH@STEPS' -> (label, path, steps)."""
+    label, _, spec = row.partition("=")
+    path, _, steps = spec.rpartition("@")
+    if not (label and path and steps.isdigit() and int(steps) > 0):
+        raise UsageError(f"row {row!r} is not LABEL=PATH@STEPS with STEPS a positive integer")
+    return label, path, int(steps)
+
+
+def strip(args):
     import numpy as np
     import torch
-    p = argparse.ArgumentParser(description="Compare exports side by side, same seeds.")
-    p.add_argument("rows", nargs="+", help="LABEL=PATH@STEPS, one per row")
-    p.add_argument("--seeds", default="0-11")
-    p.add_argument("--out", required=True, help="PNG path")
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export")
-    args = p.parse_args(argv)
-    seeds = parse_seeds(args.seeds)
-    grids = []
-    for row in args.rows:
-        label, _, spec = row.rpartition("=")
-        path, _, steps = spec.rpartition("@")
-        if not (label and path and steps.isdigit()):
-            raise ValueError(f"Row {row!r} is not LABEL=PATH@STEPS.")
+
+    from diffengine_distill.utils import make_grid, save_image
+
+    from .inference import check_steps, generate, image_shape, load_pipeline
+    rows = [parse_row(row) for row in args.rows]  # all checked before any sampling
+    grids, shape = [], None
+    for label, path, steps in rows:
         pipe = load_pipeline(path, clip_sample=args.clip_sample)
-        images = generate(pipe, seeds, int(steps), progress=False)
-        grids.append(make_grid(images, nrow=len(seeds)))
+        check_steps(pipe, steps)
+        if shape is not None and image_shape(pipe)[1:] != shape:
+            raise UsageError(f"row {label!r} makes {image_shape(pipe)[1:]} images, the first "
+                             f"row {shape}: a strip needs one image size")
+        shape = image_shape(pipe)[1:]
+        images = generate(pipe, args.seeds, steps, progress=False)
+        grids.append(make_grid(images, nrow=len(args.seeds)))
         print(f"row {len(grids)}: {label} ({path} at {steps} steps)")
-    strip = np.concatenate(grids, axis=0)
-    save_image(strip, args.out, args.scale)
+    image = np.concatenate(grids, axis=0)
+    save_image(image, args.out, args.scale)
     print(f"strip -> {args.out}")
-    return torch.from_numpy(strip)
+    return torch.from_numpy(image)

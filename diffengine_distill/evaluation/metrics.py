@@ -2,6 +2,8 @@
 features), PSNR and class accuracy. Images are float tensors in [-1, 1]."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -14,10 +16,14 @@ from torch import nn
 __all__ = [
     "feature_stats", "frechet_distance_from_stats", "frechet_distance",
     "psnr", "mean_psnr", "classifier_features", "digits_fd", "class_accuracy",
-    "INCEPTION_FILENAME", "inception_features",
+    "INCEPTION_FILENAME", "INCEPTION_SHA256", "check_inception_weights", "inception_features",
 ]
 
+# NVlabs' TorchScript Inception-v3 (StyleGAN2-ADA, clean-fid, EDM), from
+# https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt
+# Its SHA-256 as k-diffusion pins it (k_diffusion/evaluation.py, 0.1.1.post1).
 INCEPTION_FILENAME = "inception-2015-12-05.pt"
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -108,13 +114,20 @@ def class_accuracy(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Mo
     return (preds == labels.cpu()).float().mean().item()
 
 
-def inception_features(images: torch.Tensor, weights_path: str | os.PathLike | None,
-                       device: str | torch.device = "cpu",
-                       batch_size: int = 64) -> np.ndarray:
-    """(N, 2048) Inception-v3 pool features for FID, as in StyleGAN2-ADA / EDM.
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    ``images``: (N, C, H, W) in [-1, 1], C = 1 or 3. The TorchScript model
-    takes uint8 NCHW RGB at any size and resizes to 299 internally.
+
+def check_inception_weights(weights_path: str | os.PathLike | None,
+                            sha256: str = INCEPTION_SHA256) -> str:
+    """The weights file's path once it exists and has the expected SHA-256.
+
+    ``torch.jit.load`` runs whatever graph the file holds, and a different
+    network gives different FIDs: only the known file is loaded.
     """
     if weights_path is None or not Path(weights_path).is_file():
         raise FileNotFoundError(
@@ -122,7 +135,41 @@ def inception_features(images: torch.Tensor, weights_path: str | os.PathLike | N
             f"NVlabs' local TorchScript Inception-v3 file '{INCEPTION_FILENAME}' "
             "(as used by StyleGAN2-ADA / EDM); nothing can be downloaded here. "
             f"Copy it onto this machine and pass it with --inception-weights PATH.")
-    model = torch.jit.load(str(weights_path), map_location=device).eval()
+    path = str(Path(weights_path).resolve())
+    stat = os.stat(path)
+    actual = _file_sha256(path, stat.st_size, stat.st_mtime_ns)
+    if actual != sha256:
+        raise ValueError(
+            f"{weights_path} is not the expected Inception weights: its SHA-256 is "
+            f"{actual}, expected {sha256} (NVlabs' {INCEPTION_FILENAME}). Use that file.")
+    return path
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # hashed once per version
+    return _sha256(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_inception(path: str, device: str, size: int, mtime_ns: int):
+    return torch.jit.load(path, map_location=device).eval()
+
+
+def inception_features(images: torch.Tensor, weights_path: str | os.PathLike | None,
+                       device: str | torch.device = "cpu", batch_size: int = 64,
+                       sha256: str = INCEPTION_SHA256) -> np.ndarray:
+    """(N, 2048) Inception-v3 pool features for FID, as in StyleGAN2-ADA / EDM.
+
+    ``images``: (N, C, H, W) in [-1, 1], C = 1 or 3. The TorchScript model
+    takes uint8 NCHW RGB at any size and resizes to 299 internally. The file
+    must have the SHA-256 ``sha256`` (the NVlabs file's by default).
+    """
+    path = check_inception_weights(weights_path, sha256)
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"Inception reads grayscale or RGB images, got {images.shape[1]} "
+                         "channels")
+    stat = os.stat(path)
+    model = _load_inception(path, str(device), stat.st_size, stat.st_mtime_ns)
     feats = []
     with torch.no_grad():
         for batch in images.split(batch_size):

@@ -21,9 +21,6 @@ import platform
 import statistics
 import time
 
-import torch
-from torch import nn
-
 CIFAR_UNET = dict(  # google/ddpm-cifar10-32's architecture (35.7M parameters)
     sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
     block_out_channels=(128, 256, 256, 256),
@@ -41,27 +38,30 @@ SCHEDULERS = dict(
               beta_start=0.00085, beta_end=0.012))
 
 
-class TextConditioned(nn.Module):
-    """An SD UNet that takes ``unet(z, t)``: fixed (cached) text embeddings."""
-
-    def __init__(self, unet, tokens: int = 77):
-        super().__init__()
-        self.unet = unet
-        self.config = unet.config
-        self.register_buffer("context", torch.randn(1, tokens, unet.config.cross_attention_dim),
-                             persistent=False)
-
-    @property
-    def dtype(self):
-        return self.unet.dtype
-
-    def forward(self, z, t, **kwargs):
-        return self.unet(z, t, encoder_hidden_states=self.context.expand(z.shape[0], -1, -1)
-                         .to(z.dtype), **kwargs)
-
-
-def build_unet(kind: str) -> nn.Module:
+def build_unet(kind: str):
+    import torch  # here, not at the top: --help must not load torch
     from diffusers import UNet2DConditionModel, UNet2DModel
+    from torch import nn
+
+    class TextConditioned(nn.Module):
+        """An SD UNet that takes ``unet(z, t)``: fixed (cached) text embeddings."""
+
+        def __init__(self, unet, tokens: int = 77):
+            super().__init__()
+            self.unet = unet
+            self.config = unet.config
+            self.register_buffer(
+                "context", torch.randn(1, tokens, unet.config.cross_attention_dim),
+                persistent=False)
+
+        @property
+        def dtype(self):
+            return self.unet.dtype
+
+        def forward(self, z, t, **kwargs):
+            return self.unet(z, t, encoder_hidden_states=self.context.expand(z.shape[0], -1, -1)
+                             .to(z.dtype), **kwargs)
+
     torch.manual_seed(0)
     if kind == "cifar":
         return UNet2DModel(**CIFAR_UNET)
@@ -100,6 +100,7 @@ def unets(model):
 
 
 def batch(kind: str, method: str, n: int, device):
+    import torch
     cfg = CIFAR_UNET if kind == "cifar" else SD15_UNET
     shape = (n, cfg["in_channels"], cfg["sample_size"], cfg["sample_size"])
     inputs = torch.randn(shape, device=device).clamp(-1, 1)
@@ -107,6 +108,7 @@ def batch(kind: str, method: str, n: int, device):
 
 
 def sync(device):
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -125,6 +127,7 @@ def time_steps(step, device, warmup: int, iters: int) -> list[float]:
 
 
 def measure_training(method, kind, mode, n, device, warmup, iters) -> dict:
+    import torch
     amp, compile_, channels_last = "bf16" in mode, "compile" in mode, "channels_last" in mode
     model = build_model(method, kind, device).train()
     if "checkpointing" in mode:
@@ -151,6 +154,7 @@ def measure_training(method, kind, mode, n, device, warmup, iters) -> dict:
 
 
 def measure_sampling(kind, n, device, warmup, iters) -> list[dict]:
+    import torch
     """Images/s of exported samplers vs the UNet forward floor (bf16 weights)."""
     from diffusers import DDIMScheduler, LCMScheduler
     from diffengine_distill import SamplerPipeline
@@ -212,7 +216,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--unet", choices=("cifar", "sd15"), default="cifar")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--batch", type=int, default=None, help="default: 128 cifar, 16 sd15")
     p.add_argument("--methods", default="teacher,pd,sfd,dmd")
     p.add_argument("--modes", default=None,
@@ -225,7 +229,8 @@ def main(argv=None):
     p.add_argument("--out", default=None,
                    help="output stem (default tools/benchmark/results/throughput_<unet>_<device>)")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    import torch
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     n = args.batch or (128 if args.unet == "cifar" else 16)
