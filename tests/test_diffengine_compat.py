@@ -88,3 +88,72 @@ def test_alpha_and_text_encoder_adapters_survive_every_export(bases, kind, tmp_p
     for folder, part, trained in zip(folders, parts, trained_text):
         encoder = PeftModel.from_pretrained(part, tmp_path / folder)
         assert (text_out(encoder) - trained).abs().max() < 1e-5
+
+
+# -- a diffengine config, keys unchanged, through mim ------------------------------------
+@pytest.fixture(scope="module")
+def diffengine_run(bases, tmp_path_factory):
+    """Hub ids of the config -> tiny folders in a local HF cache; 4 captioned
+    images in a folder with metadata.csv (HFDataset's local form); 2 epochs."""
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp("diffengine")
+    cache, data = root / "hub", root / "pokemon"
+    save_to_hub_cache(bases["sdxl"], "ptx0/terminus-xl-gamma-v1", cache)
+    save_to_hub_cache(os.path.join(bases["sdxl"], "vae"), "madebyollin/sdxl-vae-fp16-fix", cache)
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["file_name,text"]
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(data / f"{i}.png")
+        rows.append(f"{i}.png,a {['red', 'blue'][i % 2]} pokemon")
+    (data / "metadata.csv").write_text("\n".join(rows) + "\n")
+    work = root / "work"
+    env = dict(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    mim_train("tests/configs/diffengine_sdxl_lora_tiny.py", work, "--cfg-options",
+              f"train_dataloader.dataset.dataset={data}", env=env)
+    return work
+
+
+def trained_from_checkpoint(base, checkpoint):
+    """The run's model, rebuilt from the local base folder and its checkpoint."""
+    model = MODELS.build(dict(type="DiffusionModel", base_model=base, lora_config=LORA,
+                              text_encoder_lora_config=TEXT_LORA,
+                              prediction_type="v_prediction"))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert state and all("lora_" in k for k in state), "checkpoints keep only adapters"
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def test_diffengine_config_runs_unchanged(bases, diffengine_run):
+    from diffusers import DDIMScheduler, DiffusionPipeline
+    from peft import PeftModel
+    base, work = bases["sdxl"], diffengine_run
+    # PeftSaveHook: an export next to each epoch's checkpoint (2 iterations each).
+    assert sorted(p.name for p in work.glob("step*")) == ["step2", "step4"]
+    model = trained_from_checkpoint(base, work / "epoch_2.pth")
+    trained_text = [text_out(e) for e in model.data_preprocessor.text_encoders]
+    pipe = DiffusionPipeline.from_pretrained(base)
+    frozen_text = [text_out(pipe.text_encoder), text_out(pipe.text_encoder_2)]
+    # Both text encoders were trained (PEFT starts lora_B at 0: no change at first).
+    for trained, frozen in zip(trained_text, frozen_text):
+        assert (trained - frozen).abs().max() > 1e-4
+    # diffengine's loading snippet: PeftModel on unet / text_encoder_one / _two.
+    unet = PeftModel.from_pretrained(pipe.unet, work / "step4" / "unet")
+    assert (unet_out(unet, True) - unet_out(model.unet, True)).abs().max() < 1e-5
+    for folder, part, trained in zip(["text_encoder_one", "text_encoder_two"],
+                                     [pipe.text_encoder, pipe.text_encoder_2], trained_text):
+        encoder = PeftModel.from_pretrained(part, work / "step4" / folder)
+        assert (text_out(encoder) - trained).abs().max() < 1e-5
+    # diffusers' loader: UNet and both text encoders, alpha 8 on rank 4.
+    pipe = DiffusionPipeline.from_pretrained(base)
+    pipe.load_lora_weights(work / "step4")
+    assert (unet_out(pipe.unet, True) - unet_out(model.unet, True)).abs().max() < 1e-5
+    for encoder, trained in zip([pipe.text_encoder, pipe.text_encoder_2], trained_text):
+        assert (text_out(encoder) - trained).abs().max() < 1e-5
+    scheduler = DDIMScheduler.from_pretrained(work / "step4", subfolder="scheduler")
+    assert scheduler.config.prediction_type == "v_prediction"
+    # VisualizationHook: before training and after each epoch.
+    assert sorted(p.name for p in (work / "samples").iterdir()) == \
+        ["step0.png", "step2.png", "step4.png"]

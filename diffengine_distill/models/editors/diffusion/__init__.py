@@ -1,3 +1,3 @@
-from .diffusion_model import DiffusionModel
+from .diffusion_model import DiffusionModel, StableDiffusion, StableDiffusionXL
 
-__all__ = ["DiffusionModel"]
+__all__ = ["DiffusionModel", "StableDiffusion", "StableDiffusionXL"]

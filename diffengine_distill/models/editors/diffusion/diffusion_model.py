@@ -101,3 +101,27 @@ class DiffusionModel(BaseDiffusionModel):
         target = prediction_target(x0, noise, alpha, sigma, self.prediction_type)
         loss = self.loss(pred, target, self.schedule.snr(t), self.prediction_type)
         return dict(loss=loss)
+
+
+class _DiffengineEditor(DiffusionModel):
+    """diffengine's model types: a ``DiffusionModel`` whose base model (its
+    ``model=`` key) defaults to diffengine's."""
+
+    default_base_model: str = ""
+
+    def __init__(self, *args, model: str | None = None, base_model: str | None = None,
+                 **kwargs):
+        if model is None and base_model is None:
+            model = self.default_base_model
+        super().__init__(*args, model=model, base_model=base_model, **kwargs)
+
+
+@MODELS.register_module()
+class StableDiffusion(_DiffengineEditor):
+    # diffengine's runwayml/stable-diffusion-v1-5 was removed from the hub.
+    default_base_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+@MODELS.register_module()
+class StableDiffusionXL(_DiffengineEditor):
+    default_base_model = "stabilityai/stable-diffusion-xl-base-1.0"
