@@ -603,3 +603,25 @@ def test_overflowing_gradients_reach_the_grad_scaler():
     model.clean_gradients(CountingOptimWrapper(model))
     assert float(model.unet.conv_out.bias.grad) == 0
     assert (model.unet.conv_out.weight.grad == -1e5).all()
+
+
+@pytest.mark.parametrize("config, kimg, global_batch, gpus", [
+    ("sfd_ddpm_cifar10", 200, 128, 4), ("sfd_sd15", 20, 128, 8), ("sfd_v_sd15", 80, 128, 8),
+    ("sfd_sdxl", 20, 32, 8)])
+def test_configs_count_global_batches(root, config, kimg, global_batch, gpus):
+    """batch_size is per process; total_kimg and the paper's 128 are global."""
+    cfg = Config.fromfile(f"{root}/configs/sfd/{config}.py")
+    assert cfg.model.global_batch == global_batch == cfg.train_dataloader.batch_size * gpus
+    assert cfg.train_cfg.max_iters == kimg * 1000 // global_batch
+    assert cfg.param_scheduler[0].end == cfg.train_cfg.max_iters
+
+
+def test_first_iteration_checks_the_global_batch():
+    model = tiny_sfd(global_batch=16)
+    data = dict(inputs=[torch.randn(1, 8, 8)] * 3, data_samples=dict(label=[None] * 3))
+    with pytest.raises(ValueError, match="global batches of 16, but 1 process\\(es\\) x "
+                                         "train_dataloader.batch_size=3 = 3: set "
+                                         "train_dataloader.batch_size=16"):
+        model.train_step(data, CountingOptimWrapper(model))
+    model = tiny_sfd(global_batch=3)
+    assert int(model.train_step(data, CountingOptimWrapper(model))["updates"]) == 2

@@ -14,9 +14,11 @@ teacher = "work_dirs/ddpm_v_digits/step2500"
 # A 1.1M-parameter model on CPU: fewer trajectories and a larger LR than the
 # paper's 200 kimg at 5e-5 for a 56M-parameter CIFAR-10 UNet.
 total_kimg = 20
-batch = 128
+batch = 128  # per process; one process (CPU): global batch 128 as the paper
+gpus = 1
+global_batch = batch * gpus
 lr = 2e-4
-max_iters = total_kimg * 1000 // batch
+max_iters = total_kimg * 1000 // global_batch
 
 model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher))
 train_dataloader = dict(batch_size=batch)

@@ -8,8 +8,10 @@ _base_ = ["./sfd_digits.py"]
 teacher = "work_dirs/sfd_v_digits/step625"
 total_kimg = 80
 lr = 5e-4  # the paper's second-stage LR
-batch = 128
-max_iters = total_kimg * 1000 // batch
+batch = 128  # per process, one process
+gpus = 1
+global_batch = batch * gpus
+max_iters = total_kimg * 1000 // global_batch
 
 model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher),
              num_steps=3, M=2, is_second_stage=True,

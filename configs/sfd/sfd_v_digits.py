@@ -5,8 +5,10 @@
 _base_ = ["./sfd_digits.py"]
 
 total_kimg = 80
-batch = 128
-max_iters = total_kimg * 1000 // batch
+batch = 128  # per process, one process
+gpus = 1
+global_batch = batch * gpus
+max_iters = total_kimg * 1000 // global_batch
 
 model = dict(use_step_condition=True, step_range=(4, 7))
 # end is explicit so that a run stopped early and resumed keeps the schedule.

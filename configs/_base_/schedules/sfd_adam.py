@@ -1,11 +1,16 @@
 # SFD: Adam with the paper's defaults, LR / 10 at half of training, no EMA.
 # One iteration = one batch of trajectories = num_steps - 1 (- AFS) updates.
-# Leaves recompute the derived lines when they change total_kimg/batch/lr:
-#   max_iters = total_kimg * 1000 // batch
-total_kimg = 200  # trajectories (x 1000) to train on
-batch = 128
+# Batch sizes: `batch` (mmengine's train_dataloader.batch_size) is PER PROCESS;
+# sfd-main's --batch 128 and total_kimg count trajectories over ALL processes
+# (global batch = batch x processes). Leaves recompute the derived lines when
+# they change total_kimg/batch/gpus/lr:
+#   global_batch = batch * gpus; max_iters = total_kimg * 1000 // global_batch
+total_kimg = 200  # trajectories (x 1000) to train on, all processes together
+batch = 128       # per process
+gpus = 1          # processes the config's command launches (mim train --gpus)
+global_batch = batch * gpus
 lr = 5e-5
-max_iters = total_kimg * 1000 // batch
+max_iters = total_kimg * 1000 // global_batch
 
 optim_wrapper = dict(
     type="GuardedOptimWrapper",  # skips NaN/Inf losses, stops after 5 in a row

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os.path as osp
 
 import torch
+from mmengine.dist import get_world_size
+from mmengine.logging import print_log
 from torch import Tensor
 
 from diffengine_distill.registry import MODELS
@@ -57,6 +59,11 @@ class SFD(BaseDiffusionModel):
             tiny VAE); None: the data preprocessor's VAE.
         step_seed: seeds SFD-v's step-count draws, which are a function of
             (step_seed, iteration) so every process and a resumed run agree.
+        global_batch: trajectories per iteration over all processes, the
+            number the config's total_kimg was divided by. The first
+            iteration logs processes x per-process batch and, when this is
+            set, fails unless they multiply to it (mmengine's batch_size is
+            per process: ``--gpus 8`` would multiply the batch by 8).
     """
 
     def __init__(self, *args, num_steps: int = 4, M: int = 3, afs: bool = True,
@@ -67,11 +74,13 @@ class SFD(BaseDiffusionModel):
                  sigma_min: float | None = None, sigma_max: float | None = None,
                  thresholding: bool = True, step_range: tuple[int, int] = (4, 7),
                  last_step_loss: str | None = None, lpips_vae: dict | None = None,
-                 step_seed: int = 0, **kwargs):
+                 step_seed: int = 0, global_batch: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.num_steps, self.M, self.afs = int(num_steps), int(M), bool(afs)
         self.is_second_stage = bool(is_second_stage)
         self.step_seed = int(step_seed)
+        self.global_batch = None if global_batch is None else int(global_batch)
+        self._batch_checked = False
         self._num_classes = super().num_classes
         first = self.scheduler.config if self.is_second_stage else None
         if self.is_second_stage:
@@ -279,6 +288,8 @@ class SFD(BaseDiffusionModel):
         data = self.data_preprocessor(data, True)
         noise = data["inputs"]
         labels = self.check_batch(noise, data["data_samples"])
+        if not self._batch_checked:
+            self.check_global_batch(noise.shape[0])
         num_steps, M = self.draw_num_steps()
         with optim_wrapper.optim_context(self):  # the teacher in bf16 too under --amp
             targets = self.teacher_targets(noise, labels, num_steps, M)
@@ -303,6 +314,19 @@ class SFD(BaseDiffusionModel):
         self.iteration += 1
         return dict(loss=torch.stack(losses).mean(), updates=torch.tensor(float(len(losses))),
                     nfe=torch.tensor(float(num_steps - 1 - self.afs)))
+
+    def check_global_batch(self, per_process: int) -> None:
+        world = get_world_size()
+        total = world * per_process
+        print_log(f"SFD: {world} process(es) x {per_process} trajectories = global batch "
+                  f"{total} per iteration.", logger="current")
+        if self.global_batch is not None and total != self.global_batch:
+            raise ValueError(
+                f"This config counts total_kimg in global batches of {self.global_batch}, but "
+                f"{world} process(es) x train_dataloader.batch_size={per_process} = {total}: "
+                f"set train_dataloader.batch_size={self.global_batch // world} (or "
+                f"model.global_batch={total} to train on {total} trajectories per iteration).")
+        self._batch_checked = True
 
     def clean_gradients(self, optim_wrapper) -> None:
         """sfd-main's nan_to_num of the gradients (a bad batch must not poison
