@@ -10,6 +10,8 @@ import os.path as osp
 import sys
 
 # Keys mmengine reads from a config besides Runner's arguments.
+# Set by tools/train.py, which hides bitsandbytes unless a config needs it.
+BITSANDBYTES_HIDDEN = False
 EXTRA_KEYS = {"model_wrapper_cfg", "compile", "custom_imports", "default_scope",
               "filename", "work_dir", "launcher"}
 
@@ -49,7 +51,8 @@ def check_top_level_keys(cfg) -> None:
                            f"{close[0]!r}? Rename it in {cfg.filename}.")
 
 
-def build_config(args):
+def build_config(args, notes: list | None = None):
+    """The Runner config; lines for the run's log (what ``--resume`` chose) go to ``notes``."""
     from mmengine.config import Config, DictAction
     if not osp.isfile(args.config):
         raise FileNotFoundError(f"Config file {args.config!r} does not exist.")
@@ -67,24 +70,50 @@ def build_config(args):
                                  "--work-dir with a directory path.")
     check_train_cfg(cfg)
     check_optimizers(cfg)
-    if args.resume == "auto":
-        cfg.resume, cfg.load_from = True, None
-        latest = osp.join(cfg.work_dir, "last_checkpoint")
-        if osp.isfile(latest):
-            with open(latest) as f:
-                check_checkpoint(f.read().strip())
-    elif args.resume:
-        if not osp.isfile(args.resume):
-            raise FileNotFoundError(f"--resume: checkpoint {args.resume!r} not found.")
-        check_checkpoint(args.resume)
-        cfg.resume, cfg.load_from = True, args.resume
+    if args.resume:
+        path, note = resume_checkpoint(cfg.work_dir, args.resume)
+        if path is not None:  # else the config's own load_from (if any) still applies
+            cfg.resume, cfg.load_from = True, path
+        if notes is not None and note:
+            notes.append(note)
     if args.amp:
         import torch
         if not torch.cuda.is_available():
             raise RuntimeError("--amp needs a CUDA GPU (mmengine's AmpOptimWrapper); "
                                "drop --amp to train in fp32 on CPU.")
         cfg.optim_wrapper = _amp(cfg.optim_wrapper, torch.cuda.is_bf16_supported())
+    elif _uses_amp(cfg.get("optim_wrapper") or {}):
+        import torch
+        if not torch.cuda.is_available():  # e.g. a GPU recipe tried on a laptop
+            cfg.optim_wrapper = _without_amp(cfg.optim_wrapper)
+            if notes is not None:
+                notes.append("The config asks for mixed precision (AmpOptimWrapper) but no "
+                             "CUDA GPU is available: training in fp32.")
     return cfg
+
+
+def _wrappers(optim_wrapper) -> list:
+    """The OptimWrapper configs of a single wrapper or an OptimWrapperDict."""
+    if "optimizer" in optim_wrapper:
+        return [optim_wrapper]
+    return [v for v in optim_wrapper.values() if isinstance(v, dict) and "optimizer" in v]
+
+
+def _uses_amp(optim_wrapper) -> bool:
+    return any("Amp" in str(w.get("type", "")) for w in _wrappers(optim_wrapper))
+
+
+def _without_amp(optim_wrapper):
+    def fp32(wrapper):
+        if "Amp" not in str(wrapper.get("type", "")):
+            return wrapper
+        amp_only = ("dtype", "loss_scale", "use_fsdp")
+        return dict({k: v for k, v in wrapper.items() if k not in amp_only},
+                    type=str(wrapper["type"]).replace("Amp", ""))
+    if "optimizer" in optim_wrapper:
+        return fp32(optim_wrapper)
+    return {k: (fp32(v) if isinstance(v, dict) and "optimizer" in v else v)
+            for k, v in optim_wrapper.items()}
 
 
 def check_train_cfg(cfg) -> None:
@@ -110,27 +139,108 @@ def check_optimizers(cfg) -> None:
     for wrapper in wrappers:
         name = str((wrapper.get("optimizer") or {}).get("type", ""))
         if name.endswith("8bit"):
+            if BITSANDBYTES_HIDDEN and sys.modules.get("bitsandbytes", 0) is None:
+                del sys.modules["bitsandbytes"]
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError as err:
                 raise ImportError(
                     f"optimizer type={name!r} is a bitsandbytes optimizer: pip install "
                     "bitsandbytes (or use type='AdamW').") from err
+            from mmengine.optim.optimizer.builder import register_bitsandbytes_optimizers
+            from mmengine.registry import OPTIMIZERS
+            if name not in OPTIMIZERS:  # mmengine was imported while it was hidden
+                register_bitsandbytes_optimizers()
 
 
-def check_checkpoint(path: str) -> None:
-    """A truncated checkpoint (a save killed midway) fails here, not deep in torch.load."""
-    import glob
+def checkpoint_intact(path: str) -> bool:
+    """A complete torch zip whose every record matches its CRC: catches a
+    truncated save and a flipped bit, both of which torch.load may miss."""
     import zipfile
-    if osp.isfile(path) and zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def checkpoints_in(work_dir: str) -> list[str]:
+    """``iter_*.pth`` / ``epoch_*.pth`` in ``work_dir``, newest (highest count) first."""
+    import glob
+    import re
+    found = glob.glob(osp.join(work_dir, "iter_*.pth")) + \
+        glob.glob(osp.join(work_dir, "epoch_*.pth"))
+    return sorted(found, key=lambda p: int(re.findall(r"\d+", osp.basename(p))[0]),
+                  reverse=True)
+
+
+def check_checkpoint(path: str, work_dir: str | None = None) -> None:
+    """A truncated or corrupt checkpoint fails here, not deep in torch.load."""
+    if osp.isfile(path) and checkpoint_intact(path):
         return
-    others = sorted(glob.glob(osp.join(osp.dirname(path), "iter_*.pth")) +
-                    glob.glob(osp.join(osp.dirname(path), "epoch_*.pth")))
-    others = [p for p in others if p != path and zipfile.is_zipfile(p)]
+    others = [p for p in checkpoints_in(work_dir or osp.dirname(path))
+              if osp.abspath(p) != osp.abspath(path) and checkpoint_intact(p)]
     hint = (f" Intact checkpoints there: {', '.join(osp.basename(p) for p in others)}; "
-            f"resume from one with --resume {others[-1]}." if others else "")
-    raise RuntimeError(f"Checkpoint {path!r} is missing, truncated or not a torch "
-                       f"checkpoint (was its save interrupted?).{hint}")
+            f"resume from one with --resume {others[0]}." if others else
+            " No intact checkpoint is there.")
+    raise RuntimeError(f"Checkpoint {path!r} is missing, truncated or corrupt (was its "
+                       f"save interrupted?).{hint}")
+
+
+def resume_checkpoint(work_dir: str, resume: str) -> tuple[str | None, str | None]:
+    """(checkpoint to resume, a line for the log) for ``--resume [PATH]``.
+
+    An explicit PATH must exist and be intact. Plain ``--resume`` takes the
+    work dir's ``last_checkpoint``; when that is missing, empty or names a
+    missing file (a run killed around a save), the newest intact
+    ``iter_*.pth``; with none, training starts from scratch (mmengine's
+    auto-resume convention, so requeued jobs can always pass ``--resume``).
+    """
+    if resume != "auto":
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f"--resume: checkpoint {resume!r} not found.")
+        check_checkpoint(resume)
+        return resume, None
+    latest, named = osp.join(work_dir, "last_checkpoint"), ""
+    if osp.isfile(latest):
+        with open(latest) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            check_checkpoint(named, work_dir)
+            return named, None
+    candidates = checkpoints_in(work_dir)
+    newest = next((p for p in candidates if checkpoint_intact(p)), None)
+    if newest is None and candidates:
+        check_checkpoint(candidates[0], work_dir)  # raises: nothing intact to resume
+    why = (f"{latest} names {named!r}, which does not exist" if named else
+           f"{latest} is empty" if osp.isfile(latest) else f"there is no {latest}")
+    if newest is None:
+        return None, f"--resume: no checkpoint in {work_dir}; starting from scratch."
+    return newest, f"--resume: {why}; resuming from the newest intact checkpoint {newest}."
+
+
+def check_model_matches(model, path: str) -> None:
+    """Resume loads weights with strict=False (mmengine): a checkpoint of another
+    model (say another UNet width) would load partially and train on. Refuse it."""
+    import torch
+    from mmengine.runner.checkpoint import get_state_dict
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
+    own = get_state_dict(model)
+    for key, value in own.items():
+        if key in saved and tuple(saved[key].shape) != tuple(value.shape):
+            raise RuntimeError(
+                f"--resume: {path} does not match the config's model: {key} is "
+                f"{tuple(saved[key].shape)} in the checkpoint but {tuple(value.shape)} in "
+                "the model. Resume with the config that wrote it, or start a new work dir.")
+    missing = [k for k in own if k not in saved]
+    extra = [k for k in saved if k not in own]
+    if missing or extra:
+        first = (f"the model's {missing[0]} is not in the checkpoint" if missing else
+                 f"the checkpoint's {extra[0]} is not in the model")
+        raise RuntimeError(
+            f"--resume: {path} does not match the config's model: {first} "
+            f"({len(missing)} missing, {len(extra)} unexpected). Resume with the config that "
+            "wrote it, or start a new work dir.")
 
 
 def _amp(optim_wrapper, bf16: bool):
@@ -176,16 +286,50 @@ def slurm_environment() -> None:
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
 
 
+def atomic_runner():
+    """mmengine's Runner, with checkpoints written to ``<name>.tmp`` then renamed:
+    a run killed mid-save never leaves a half-written ``iter_*.pth``, and a
+    failed write (disk full) says so and leaves the previous checkpoints as they were."""
+    from mmengine.dist import is_main_process
+    from mmengine.runner import Runner
+
+    class AtomicCheckpointRunner(Runner):
+        def save_checkpoint(self, out_dir, filename, *args, **kwargs):
+            if not is_main_process():
+                return super().save_checkpoint(out_dir, filename, *args, **kwargs)
+            final = osp.join(out_dir, filename)
+            tmp = final + ".tmp"
+            try:
+                super().save_checkpoint(out_dir, filename + ".tmp", *args, **kwargs)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())  # on disk before the rename makes it visible
+            except OSError as err:
+                if osp.exists(tmp):
+                    os.remove(tmp)
+                kept = [osp.basename(p) for p in checkpoints_in(out_dir)]
+                raise OSError(err.errno, f"Could not write checkpoint {final} "
+                              f"({err.strerror or err}); the previous checkpoints are "
+                              f"untouched ({', '.join(kept) or 'none yet'}). Free disk "
+                              "space, then --resume.") from err
+            os.replace(tmp, final)
+
+    return AtomicCheckpointRunner
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch touches CUDA
     import diffengine_distill  # noqa: F401  (safe-globals for --resume)
-    from mmengine.runner import Runner
-    cfg = build_config(args)
+    notes = []
+    cfg = build_config(args, notes)
     setup_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = atomic_runner().from_cfg(cfg)
+    for note in notes:
+        runner.logger.info(note)
+    if cfg.resume and cfg.load_from:
+        check_model_matches(runner.model, cfg.load_from)
     runner.train()
     return runner
 

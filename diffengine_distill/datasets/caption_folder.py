@@ -12,6 +12,8 @@ from mmengine.dataset import BaseDataset
 
 from diffengine_distill.registry import DATASETS
 
+from .image_folder import check_image_files
+
 
 @DATASETS.register_module()
 class CaptionImageFolderDataset(BaseDataset):
@@ -23,8 +25,10 @@ class CaptionImageFolderDataset(BaseDataset):
     """
 
     def __init__(self, data_root: str, image_column: str = "file_name",
-                 caption_column: str = "text", pipeline=(), **kwargs):
+                 caption_column: str = "text", pipeline=(), check_images: bool = True,
+                 **kwargs):
         self.image_column, self.caption_column = image_column, caption_column
+        self.check_images = check_images  # truncated files named before training
         if not osp.isdir(osp.expanduser(data_root)):
             raise FileNotFoundError(f"CaptionImageFolderDataset: data_root {data_root!r} is "
                                     "not a directory of images with metadata.jsonl/.csv.")
@@ -46,6 +50,9 @@ class CaptionImageFolderDataset(BaseDataset):
             data.append(dict(img_path=path, text=str(row[self.caption_column])))
         if not data:
             raise ValueError(f"{self.data_root}/metadata lists no images.")
+        if self.check_images:
+            check_image_files([d["img_path"] for d in data],
+                         f"CaptionImageFolderDataset({self.data_root!r})")
         return data
 
 

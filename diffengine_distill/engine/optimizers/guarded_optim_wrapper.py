@@ -1,12 +1,18 @@
-"""Optimizer wrappers that skip updates whose loss is NaN or Inf.
+"""Optimizer wrappers that skip updates whose loss or gradients are NaN or Inf.
 
 One bad batch (an fp16 overflow, a corrupt image) should cost one step, not
 the run: the update is skipped on every process (the decision is all-reduced,
 so DDP never waits for a backward that one rank skipped), counted, logged and
 reported to TensorBoard as ``train/skipped_steps``; after
-``max_consecutive_nonfinite`` bad losses in a row, or on an update that
+``max_consecutive_nonfinite`` bad steps in a row, or on an update that
 makes the weights non-finite, training stops with an error before a hook can
 checkpoint, so the latest checkpoint stays finite.
+
+A finite loss can still give non-finite gradients (an overflow in backward);
+those are checked before clipping (clipping would spread the NaN over every
+weight). Under ``--amp`` with a loss scaler, inf gradients are the scaler's
+signal to lower its scale: it checks the unscaled gradients, skips that
+step itself and backs off, so the guard leaves gradients to it.
 """
 from __future__ import annotations
 
@@ -22,6 +28,12 @@ def finite_on_all_ranks(loss: torch.Tensor) -> bool:
     flag = torch.isfinite(loss.detach()).all().float().reshape(1)
     all_reduce(flag, op="min")  # no-op without a process group
     return bool(flag.item() > 0)
+
+
+def grads_finite_on_all_ranks(params) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.stack(torch._foreach_norm(grads)).sum() if grads else torch.zeros(())
+    return finite_on_all_ranks(total)
 
 
 class NonFiniteGuard:
@@ -40,32 +52,47 @@ class NonFiniteGuard:
 
     def backward(self, loss: torch.Tensor, **kwargs) -> None:
         if finite_on_all_ranks(loss):
-            self.nonfinite_in_a_row = 0
             return super().backward(loss, **kwargs)
         self._skip_next_step = True
         self._inner_count += 1
+        self._count_skip(f"Non-finite loss ({float(loss.detach().float()):g})")
+
+    def _count_skip(self, what: str) -> None:
+        """Count and log a skipped update; stop after too many in a row."""
         self.skipped_steps += 1
         self.nonfinite_in_a_row += 1
         MessageHub.get_current_instance().update_scalar("train/skipped_steps",
                                                         self.skipped_steps)
         MMLogger.get_current_instance().warning(
-            f"Non-finite loss ({float(loss.detach().float()):g}): update skipped "
-            f"({self.nonfinite_in_a_row} in a row, {self.skipped_steps} in all).")
+            f"{what}: update skipped ({self.nonfinite_in_a_row} in a row, "
+            f"{self.skipped_steps} in all).")
         if self.nonfinite_in_a_row >= self.max_consecutive_nonfinite:
             raise FloatingPointError(
-                f"The loss was NaN/Inf {self.nonfinite_in_a_row} times in a row; stopping. "
-                "The latest checkpoint predates the divergence: lower the LR, enable "
-                "gradient clipping (optim_wrapper.clip_grad) or check the data, then "
+                f"The loss or its gradients were NaN/Inf {self.nonfinite_in_a_row} times in a "
+                "row; stopping. The latest checkpoint predates the divergence: lower the LR, "
+                "enable gradient clipping (optim_wrapper.clip_grad) or check the data, then "
                 "--resume. Raise optim_wrapper.max_consecutive_nonfinite to tolerate more.")
 
+    def _params(self) -> list:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def _scaler_handles_grads(self) -> bool:
+        scaler = getattr(self, "loss_scaler", None)
+        return scaler is not None and scaler.is_enabled()
+
     def step(self, **kwargs) -> None:
-        self.last_update_skipped = self._skip_next_step
-        if self._skip_next_step:
-            self._skip_next_step = False
+        skip, self._skip_next_step = self._skip_next_step, False
+        if not skip and not self._scaler_handles_grads() and \
+                not grads_finite_on_all_ranks(self._params()):
+            skip = True
+            self._count_skip("Non-finite gradients with a finite loss")
+        self.last_update_skipped = skip
+        if skip:
             self.optimizer.zero_grad()
             return
         super().step(**kwargs)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.nonfinite_in_a_row = 0
+        params = self._params()
         if params and not torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()):
             # Raised before any hook can checkpoint the broken weights.
             raise FloatingPointError(
@@ -76,9 +103,10 @@ class NonFiniteGuard:
 
 @OPTIM_WRAPPERS.register_module()
 class GuardedOptimWrapper(NonFiniteGuard, OptimWrapper):
-    """``OptimWrapper`` that skips non-finite losses."""
+    """``OptimWrapper`` that skips non-finite losses and gradients."""
 
 
 @OPTIM_WRAPPERS.register_module()
 class GuardedAmpOptimWrapper(NonFiniteGuard, AmpOptimWrapper):
-    """``AmpOptimWrapper`` (bf16/fp16 autocast) that skips non-finite losses."""
+    """``AmpOptimWrapper`` (bf16/fp16 autocast) that skips non-finite losses;
+    non-finite gradients are left to its GradScaler (skip + lower the scale)."""
