@@ -9,12 +9,10 @@ _base_ = [
     "../_base_/default_runtime.py",
 ]
 
-base_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 model = dict(
-    unet=dict(path=base_model),
-    scheduler=dict(path=base_model, class_name="DDPMScheduler"),
-    data_preprocessor=dict(type="StableDiffusionDataPreprocessor", model=base_model,
-                           dtype="bfloat16"),
+    base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",  # teacher: UNet, VAE, text
+    scheduler=dict(class_name="DDPMScheduler"),
+    data_preprocessor=dict(type="StableDiffusionDataPreprocessor", dtype="bfloat16"),
     real_guidance_scale=1.75,
 )
 _optimizer = dict(type="AdamW", lr=1e-5, betas=(0.9, 0.999), weight_decay=0.01)

@@ -1,9 +1,8 @@
 # DMD2 of SDXL, one step, real-score CFG 8 (DMD2's SDXL setting), 1024 px.
 _base_ = ["./dmd2_sd15.py"]
 
-base_model = "stabilityai/stable-diffusion-xl-base-1.0"
-model = dict(unet=dict(path=base_model), scheduler=dict(path=base_model),
-             data_preprocessor=dict(model=base_model, vae="madebyollin/sdxl-vae-fp16-fix"),
+model = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0",
+             data_preprocessor=dict(vae="madebyollin/sdxl-vae-fp16-fix"),
              real_guidance_scale=8.0)
 train_dataloader = dict(batch_size=1, dataset=dict(pipeline=[
     dict(type="LoadImage", color_type="rgb"),

@@ -12,12 +12,10 @@ _base_ = [
     "../_base_/default_runtime.py",
 ]
 
-base_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local diffusers folder
 iters_per_stage = 2000
 model = dict(
-    unet=dict(path=base_model), scheduler=dict(path=base_model, class_name="DDIMScheduler"),
-    data_preprocessor=dict(type="StableDiffusionDataPreprocessor", model=base_model,
-                           dtype="bfloat16"),
+    base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",  # hub id or local diffusers folder
+    data_preprocessor=dict(type="StableDiffusionDataPreprocessor", dtype="bfloat16"),
     teacher_steps=64,
     guidance_scale=(2.0, 14.0),
 )

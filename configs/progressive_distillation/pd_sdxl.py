@@ -1,9 +1,8 @@
 # Progressive distillation of SDXL (full UNet student) at 1024 px, 64 -> 4 steps.
 _base_ = ["./pd_sd15.py"]
 
-base_model = "stabilityai/stable-diffusion-xl-base-1.0"
-model = dict(unet=dict(path=base_model), scheduler=dict(path=base_model),
-             data_preprocessor=dict(model=base_model, vae="madebyollin/sdxl-vae-fp16-fix"))
+model = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0",
+             data_preprocessor=dict(vae="madebyollin/sdxl-vae-fp16-fix"))
 train_dataloader = dict(batch_size=1, dataset=dict(pipeline=[
     dict(type="LoadImage", color_type="rgb"),
     dict(type="SDXLResizeCrop", size=1024, random_crop=True, flip_prob=0.5),

@@ -15,7 +15,6 @@ _base_ = [
     "../_base_/default_runtime.py",
 ]
 
-base_model = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 total_kimg = 20  # trajectories (x 1000), all processes together
 gpus = 8
 batch = 16  # per process
@@ -23,10 +22,9 @@ global_batch = batch * gpus
 max_iters = total_kimg * 1000 // global_batch  # 156
 
 model = dict(
-    unet=dict(path=base_model),
-    scheduler=dict(path=base_model, class_name="DDPMScheduler"),
-    data_preprocessor=dict(type="StableDiffusionDataPreprocessor", model=base_model,
-                           dtype="bfloat16"),
+    base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",  # teacher: UNet, VAE, text
+    scheduler=dict(class_name="DDPMScheduler"),
+    data_preprocessor=dict(type="StableDiffusionDataPreprocessor", dtype="bfloat16"),
     thresholding=False,
     global_batch=global_batch,
 )

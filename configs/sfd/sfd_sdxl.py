@@ -4,15 +4,14 @@
 #   mim train diffengine_distill configs/sfd/sfd_sdxl.py --gpus 8 --launcher pytorch --amp
 _base_ = ["./sfd_sd15.py"]
 
-base_model = "stabilityai/stable-diffusion-xl-base-1.0"
 total_kimg = 20
 gpus = 8
 batch = 4  # per process
 global_batch = batch * gpus
 max_iters = total_kimg * 1000 // global_batch  # 625
 
-model = dict(unet=dict(path=base_model), scheduler=dict(path=base_model),
-             data_preprocessor=dict(model=base_model, vae="madebyollin/sdxl-vae-fp16-fix"),
+model = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0",
+             data_preprocessor=dict(vae="madebyollin/sdxl-vae-fp16-fix"),
              global_batch=global_batch)
 train_dataloader = dict(batch_size=batch, dataset=dict(shape=(4, 128, 128)))
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
