@@ -157,3 +157,134 @@ def test_diffengine_config_runs_unchanged(bases, diffengine_run):
     # VisualizationHook: before training and after each epoch.
     assert sorted(p.name for p in (work / "samples").iterdir()) == \
         ["step0.png", "step2.png", "step4.png"]
+
+
+# -- one base-model key ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def other_sd(bases, tmp_path_factory):
+    """A second SD folder: a different UNet (conv_in.bias + 0.5) and schedule
+    (beta_end 0.02), so where each part came from is visible."""
+    import json
+    from diffusers import UNet2DConditionModel
+    other = tmp_path_factory.mktemp("other") / "sd"
+    shutil.copytree(bases["sd"], other)
+    unet = UNet2DConditionModel.from_pretrained(other, subfolder="unet")
+    with torch.no_grad():
+        unet.conv_in.bias += 0.5
+    unet.save_pretrained(other / "unet")
+    config = other / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), beta_end=0.02)))
+    return str(other)
+
+
+def conv_in_bias(model):
+    return model.bare_unet.conv_in.bias.detach()
+
+
+def test_one_base_model_key_and_explicit_parts(bases, other_sd):
+    from diffusers import UNet2DConditionModel
+    other_bias = UNet2DConditionModel.from_pretrained(other_sd, subfolder="unet").conv_in.bias
+    base_bias = UNet2DConditionModel.from_pretrained(bases["sd"], subfolder="unet").conv_in.bias
+    cfg = Config.fromfile("tests/configs/sd_lora_tiny.py")
+    cfg.merge_from_dict({"model.base_model": other_sd})  # = --cfg-options model.base_model=
+    model = MODELS.build(cfg.model)
+    assert torch.equal(conv_in_bias(model), other_bias)
+    assert model.scheduler.config.beta_end == 0.02 and model.data_preprocessor.model_path == other_sd
+    assert model.scheduler.config.rescale_betas_zero_snr  # the config's own options stay
+    # An explicit part wins over the base model.
+    cfg = Config.fromfile("tests/configs/sd_lora_tiny.py")
+    cfg.merge_from_dict({"model.base_model": bases["sd"], "model.unet.path": other_sd})
+    model = MODELS.build(cfg.model)
+    assert torch.equal(conv_in_bias(model), other_bias)
+    assert model.scheduler.config.beta_end == 0.012
+    assert model.data_preprocessor.model_path == bases["sd"]
+    assert not torch.equal(other_bias, base_bias)
+
+
+SD_CONFIGS = [("v_prediction/stable_diffusion_v15_lora_v_prediction_pokemon_blip", "sd"),
+              ("v_prediction/stable_diffusion_xl_lora_v_prediction_pokemon_blip", "sdxl"),
+              ("progressive_distillation/pd_sd15", "sd"), ("progressive_distillation/pd_sdxl", "sdxl"),
+              ("sfd/sfd_sd15", "sd"), ("sfd/sfd_sdxl", "sdxl"),
+              ("dmd/dmd2_sd15", "sd"), ("dmd/dmd2_sdxl", "sdxl")]
+
+
+@pytest.mark.parametrize("name,kind", SD_CONFIGS)
+def test_shipped_sd_configs_take_the_base_model_from_one_key(bases, name, kind):
+    """model.base_model alone moves UNet, schedule, VAE and text encoders."""
+    from diffusers import UNet2DConditionModel
+    cfg = Config.fromfile(f"configs/{name}.py")
+    cfg.merge_from_dict({"model.base_model": bases[kind], "model.data_preprocessor.vae": None,
+                         "model.data_preprocessor.dtype": "float32"})
+    model = MODELS.build(cfg.model)
+    unet = UNet2DConditionModel.from_pretrained(bases[kind], subfolder="unet")
+    assert torch.equal(conv_in_bias(model), unet.conv_in.bias)
+    assert model.data_preprocessor.model_path == bases[kind]
+    assert model.schedule.num_train_timesteps == 1000
+    assert float(model.scheduler.betas[-1]) == pytest.approx(0.012, rel=1e-5) or \
+        model.scheduler.config.rescale_betas_zero_snr
+
+
+# -- diffengine keys: accepted as is, or refused with the key to use ---------------------
+def sd_model(base, **kw):
+    return MODELS.build(dict(type="DiffusionModel", base_model=base, **kw))
+
+
+def test_diffengine_keys_map_or_fail_with_the_key_to_use(bases):
+    import torch.nn.functional as F
+    base = bases["sd"]
+    model = MODELS.build(dict(type="StableDiffusion", model=base, unet_lora_config=LORA,
+                              loss=dict(type="L2Loss", loss_weight=2.0)))
+    assert model.lora_config.r == 4 and model.lora_config.lora_alpha == 8
+    assert model.data_preprocessor.model_path == base
+    pred, target = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    loss = model.loss(pred, target, torch.rand(3), "v_prediction")
+    assert torch.allclose(loss, 2 * F.mse_loss(pred, target))  # L2Loss = plain MSE
+    errors = [
+        (dict(noise_generator=dict(type="OffsetNoise")), ValueError, "noise_generator"),
+        (dict(model=bases["sdxl"]), ValueError, "disagree: set only model.base_model"),
+        (dict(lora_config=dict(type="LoHa", r=4)), ValueError, "only type='LoRA'"),
+        (dict(lora_config=dict(rank=8)), ValueError, "use r=<rank>"),
+        (dict(lora_config=dict(r=4, alpha=4)), ValueError, r"unknown option\(s\) \['alpha'\]"),
+        (dict(lora_config=LORA, unet_lora_config=LORA), ValueError, "keep one"),
+        (dict(finetune_text_encoder=True), ValueError, "text_encoder_lora_config="),
+        (dict(text_encoder_lora_config=TEXT_LORA), ValueError, "needs model.lora_config"),
+        (dict(loss=dict(type="SNRL2Loss")), ValueError, "weighting='min_snr'"),
+        (dict(lorra_config=LORA), TypeError, r"unknown model key\(s\) \['lorra_config'\]"),
+    ]
+    for kw, error, message in errors:
+        with pytest.raises(error, match=message):
+            sd_model(base, **kw)
+    with pytest.raises(ValueError, match="DiffusionModel .fine-tuning. only"):
+        MODELS.build(dict(type="ProgressiveDistillation", base_model=base, teacher_steps=8,
+                          text_encoder_lora_config=TEXT_LORA))
+    with pytest.raises(ValueError, match="model.unet has no path: set model.base_model"):
+        MODELS.build(dict(type="DiffusionModel"))
+
+
+def test_diffengine_hooks_and_hf_dataset_refuse_what_they_cannot_do(bases, tmp_path):
+    import importlib.util
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from diffengine_distill.datasets import HFDataset
+    from diffengine_distill.engine.hooks import VisualizationHook
+    runner = SimpleNamespace(model=sd_model(bases["sd"]))
+    with pytest.raises(ValueError, match="height=1024 is not supported.*size 16"):
+        VisualizationHook(prompt=["a"], height=1024, width=1024).before_train(runner)
+    with pytest.raises(ValueError, match=r"\['negative_prompt'\] are not supported"):
+        VisualizationHook(prompt=["a"], negative_prompt="blurry")
+    # A local folder with diffengine's metadata.csv: decoded RGB images and captions.
+    image = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    (tmp_path / "metadata.csv").write_text("image,text\na.png,a pokemon\n")
+    item = HFDataset(str(tmp_path)).get_data_info(0)
+    assert item["text"] == "a pokemon" and np.array_equal(item["img"], image)
+    with pytest.raises(ValueError, match="'torchvision/Resize'.*SDXLResizeCrop"):
+        HFDataset(str(tmp_path), pipeline=[dict(type="torchvision/Resize", size=1024)])
+    with pytest.raises(KeyError, match="no column 'caption'"):
+        HFDataset(str(tmp_path), caption_column="caption")
+    if importlib.util.find_spec("datasets") is None:  # hub ids need the datasets package
+        with pytest.raises(ImportError, match="pip install datasets"):
+            HFDataset("lambdalabs/pokemon-blip-captions")
