@@ -566,33 +566,23 @@ def test_eps_student_starts_as_its_teacher(tmp_path):
     assert (generate(pipe, seeds, 3, progress=False) - x.clamp(-1, 1)).abs().max() < 1e-4
 
 
-class ScaledSGD(CountingOptimWrapper):
-    """An fp16-style wrapper: backward on the scaled loss, GradScaler step."""
+def test_overflowing_gradients_reach_the_grad_scaler(monkeypatch):
+    """Under --amp (mmengine's AmpOptimWrapper with a GradScaler) an inf
+    gradient must make the scaler skip the update and lower its scale;
+    clamped to 1e5 it would be stepped on."""
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp
 
-    def __init__(self, model):
-        super().__init__(model)
-        self.loss_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
-
-    def backward(self, loss):
-        self.loss_scaler.scale(loss).backward()
-
-    def step(self):
-        self.updates += 1
-        self.loss_scaler.step(self.opt)
-        self.loss_scaler.update()
-
-
-def test_overflowing_gradients_reach_the_grad_scaler():
-    """Under a loss scaler, an inf gradient must make it skip the update and
-    lower the scale (clamped to 1e5 it would be stepped on)."""
+    from diffengine_distill.engine.optimizers import GuardedAmpOptimWrapper
+    monkeypatch.setattr(amp, "is_cuda_available", lambda: True)  # CPU: bf16 autocast
     model = tiny_sfd(num_steps=4, M=1)
-    wrapper = ScaledSGD(model)
-    weight = model.unet.conv_out.weight
-    weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    wrapper = GuardedAmpOptimWrapper(optimizer=torch.optim.SGD(model.unet.parameters(), lr=0.1),
+                                     dtype="bfloat16")
+    wrapper.loss_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    model.unet.conv_out.weight.register_hook(lambda g: torch.full_like(g, float("inf")))
     before = {k: v.clone() for k, v in model.unet.state_dict().items()}
-    model.train_step(dict(inputs=[torch.randn(1, 8, 8)] * 2,
-                          data_samples=dict(label=[None] * 2)), wrapper)
-    assert wrapper.updates == 2
+    out = model.train_step(dict(inputs=[torch.randn(1, 8, 8)] * 2,
+                                data_samples=dict(label=[None] * 2)), wrapper)
+    assert int(out["updates"]) == 2
     assert wrapper.loss_scaler.get_scale() == 2.0 ** 14  # halved twice
     for k, v in model.unet.state_dict().items():
         assert torch.equal(v, before[k]), k
