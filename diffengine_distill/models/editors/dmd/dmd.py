@@ -73,10 +73,19 @@ class DMD(BaseDiffusionModel):
         critic_updates_per_generator: DMD2's two-time-scale ratio (5 there,
             1 in DMD).
         gan_generator_weight, gan_critic_weight: DMD2's GAN term (0 disables;
-            the paper uses 3e-3 and 1e-2): a classifier on the critic's
+            the paper: generator 1e-3 (SD 1.5) to 5e-3 (SDXL), critic 1e-2;
+            a generator weight needs a critic weight): a classifier on the critic's
             mid-block features, softplus losses, real and fake images noised
             at t ~ U{0..gan_t_max}. Real images are the training batch.
         gan_t_max: highest GAN timestep (default T-1).
+        gan_start_iter: the GAN terms are off before this iteration (DMD2's SD
+            1.5 recipe: a first phase without GAN, then GAN on; change the LR
+            there with a MultiStepLR milestone). Resumable: it reads the model's
+            ``iteration`` buffer.
+        generator_timestep: the one-step generator's input timestep (default
+            T-1): pure noise goes in labelled with t and x0 is read at t, as
+            DMD2's SDXL ``conditioning_timestep`` 399. The export samples it
+            with DDIM (leading spacing, steps_offset = t, one step).
         seed: seeds the multi-step generator's simulated step index, drawn as
             a function of (seed, iteration) so every process and a resumed run
             agree.
@@ -89,13 +98,19 @@ class DMD(BaseDiffusionModel):
                  regression_loss: str = "lpips", regression_vae: dict | None = None,
                  critic_updates_per_generator: int = 1,
                  gan_generator_weight: float = 0.0, gan_critic_weight: float = 0.0,
-                 gan_t_max: int | None = None, seed: int = 0, **kwargs):
+                 gan_t_max: int | None = None, gan_start_iter: int = 0,
+                 generator_timestep: int | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         T = self.schedule.num_train_timesteps
         self.num_generator_steps = int(num_generator_steps)
         if not 1 <= self.num_generator_steps <= T:
             raise ValueError(f"num_generator_steps={num_generator_steps} must be in 1..{T}.")
         self.timesteps = generator_timesteps(T, self.num_generator_steps)
+        if generator_timestep is not None:
+            if self.num_generator_steps != 1 or not 0 <= generator_timestep < T:
+                raise ValueError(f"generator_timestep={generator_timestep} is the input "
+                                 f"timestep of a one-step generator, in 0..{T - 1}.")
+            self.timesteps = [int(generator_timestep)]
         lo, hi = (int(f * T) for f in dm_t_range)
         if not 0 <= lo <= hi < T:
             raise ValueError(f"dm_t_range={tuple(dm_t_range)} must be fractions 0 <= lo <= hi "
@@ -130,9 +145,19 @@ class DMD(BaseDiffusionModel):
                 self.critic_updates_per_generator != critic_updates_per_generator:
             raise ValueError(f"critic_updates_per_generator={critic_updates_per_generator} "
                              "must be an integer >= 1 (DMD: 1, DMD2: 5).")
-        self.gan_generator_weight = float(gan_generator_weight)
-        self.gan_critic_weight = float(gan_critic_weight)
-        self.gan = self.gan_generator_weight > 0 or self.gan_critic_weight > 0
+        self.gan_weights = (float(gan_generator_weight), float(gan_critic_weight))
+        if min(self.gan_weights) < 0:
+            raise ValueError(f"GAN weights must be >= 0, got gan_generator_weight="
+                             f"{gan_generator_weight}, gan_critic_weight={gan_critic_weight}.")
+        if self.gan_weights[0] > 0 and self.gan_weights[1] == 0:
+            raise ValueError(f"gan_generator_weight={gan_generator_weight} with gan_critic_weight"
+                             "=0 trains the generator against an untrained GAN head: set model."
+                             "gan_critic_weight (DMD2: 1e-2) or gan_generator_weight=0.")
+        self.gan = max(self.gan_weights) > 0
+        self.gan_start_iter = int(gan_start_iter)
+        if self.gan_start_iter < 0 or (self.gan_start_iter and not self.gan):
+            raise ValueError(f"gan_start_iter={gan_start_iter} must be >= 0 and needs GAN "
+                             "weights (model.gan_generator_weight, gan_critic_weight).")
         self.gan_t_max = T - 1 if gan_t_max is None else int(gan_t_max)
         if not 0 <= self.gan_t_max < T:
             raise ValueError(f"gan_t_max={gan_t_max} must be in 0..{T - 1}.")
@@ -156,6 +181,19 @@ class DMD(BaseDiffusionModel):
     @property
     def bare_critic(self) -> DMDCritic:
         return self.critic.module if is_model_wrapper(self.critic) else self.critic
+
+    @property
+    def gan_on(self) -> bool:
+        """The GAN phase has begun (``gan_start_iter``)."""
+        return self.gan and int(self.iteration) >= self.gan_start_iter
+
+    @property
+    def gan_generator_weight(self) -> float:
+        return self.gan_weights[0] if self.gan_on else 0.0
+
+    @property
+    def gan_critic_weight(self) -> float:
+        return self.gan_weights[1] if self.gan_on else 0.0
 
     def x0(self, out: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """x0_hat from a UNet output at (possibly per-sample) integer t, in fp32."""
@@ -346,6 +384,13 @@ class DMD(BaseDiffusionModel):
     def export_scheduler(self):
         """One step: DDIM on the trailing grid ({T-1}, x0 returned). k steps:
         LCMScheduler, whose k-step grid is the generator's timesteps."""
+        if self.num_generator_steps == 1 and self.timesteps[0] != \
+                self.schedule.num_train_timesteps - 1:  # one DDIM step from t (leading grid)
+            return build_scheduler(
+                dict({k: v for k, v in self.sampler_cfg.items() if k != "num_inference_steps"},
+                     type="DDIMScheduler", timestep_spacing="leading",
+                     steps_offset=self.timesteps[0], prediction_type=self.prediction_type),
+                base_config=self.scheduler.config)
         if self.num_generator_steps == 1:
             return super().export_scheduler()
         return build_scheduler(dict(type="LCMScheduler", prediction_type=self.prediction_type,
