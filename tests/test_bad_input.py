@@ -52,7 +52,11 @@ def test_image_folder_missing_root(tmp_path):
 def test_image_folder_non_image_png(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_text("not an image")
-    dataset = ImageFolderDataset(data_root=str(tmp_path), pipeline=[LoadImage()])
+    with pytest.raises(ValueError, match=f"1 of 1 image files .*\n  {bad}$"):
+        ImageFolderDataset(data_root=str(tmp_path), pipeline=[LoadImage()])
+    # Without the pre-scan, loading it still fails with its name.
+    dataset = ImageFolderDataset(data_root=str(tmp_path), pipeline=[LoadImage()],
+                                 check_images=False)
     assert dataset.get_data_info(0)["img_path"] == str(bad)
     with pytest.raises(ValueError) as err:
         LoadImage()(dict(img_path=str(bad)))
