@@ -615,3 +615,26 @@ def test_first_iteration_checks_the_global_batch():
         model.train_step(data, CountingOptimWrapper(model))
     model = tiny_sfd(global_batch=3)
     assert int(model.train_step(data, CountingOptimWrapper(model))["updates"]) == 2
+
+
+class L1Distance(torch.nn.Module):
+    def forward(self, a, b):
+        return (a - b).abs().mean((1, 2, 3))
+
+
+def test_lpips_decoded_compares_decoded_images(tiny_sd):
+    """Latent teachers' optional LPIPS: both latents through the VAE first,
+    weighted by the latent's C*H*W on the last step."""
+    model = sfd_sd_model(tiny_sd, last_step_loss="lpips_decoded")
+    vae = model.data_preprocessor.vae
+    object.__setattr__(model, "lpips", L1Distance())
+    object.__setattr__(model, "lpips_decoder", vae)
+    torch.manual_seed(2)
+    x, y = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        a, b = (torch.nn.functional.interpolate(vae.decode(z / vae.config.scaling_factor).sample,
+                                                size=224, mode="bilinear") for z in (x, y))
+        expected = (a - b).abs().mean((1, 2, 3))
+        assert torch.allclose(model.perceptual(x, y), expected, atol=1e-5)
+        loss = model.step_loss(x, y, last=True)
+    assert abs(float(loss) - float(((x - y).abs() + expected.mean()).sum() / 2)) < 1e-3
