@@ -189,7 +189,8 @@ def test_one_base_model_key_and_explicit_parts(bases, other_sd):
     cfg.merge_from_dict({"model.base_model": other_sd})  # = --cfg-options model.base_model=
     model = MODELS.build(cfg.model)
     assert torch.equal(conv_in_bias(model), other_bias)
-    assert model.scheduler.config.beta_end == 0.02 and model.data_preprocessor.model_path == other_sd
+    assert model.scheduler.config.beta_end == 0.02
+    assert model.data_preprocessor.model_path == other_sd
     assert model.scheduler.config.rescale_betas_zero_snr  # the config's own options stay
     # An explicit part wins over the base model.
     cfg = Config.fromfile("tests/configs/sd_lora_tiny.py")
@@ -203,7 +204,8 @@ def test_one_base_model_key_and_explicit_parts(bases, other_sd):
 
 SD_CONFIGS = [("v_prediction/stable_diffusion_v15_lora_v_prediction_pokemon_blip", "sd"),
               ("v_prediction/stable_diffusion_xl_lora_v_prediction_pokemon_blip", "sdxl"),
-              ("progressive_distillation/pd_sd15", "sd"), ("progressive_distillation/pd_sdxl", "sdxl"),
+              ("progressive_distillation/pd_sd15", "sd"),
+              ("progressive_distillation/pd_sdxl", "sdxl"),
               ("sfd/sfd_sd15", "sd"), ("sfd/sfd_sdxl", "sdxl"),
               ("dmd/dmd2_sd15", "sd"), ("dmd/dmd2_sdxl", "sdxl")]
 
