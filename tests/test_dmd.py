@@ -421,11 +421,19 @@ def _state(path):
 
 @pytest.mark.parametrize("name, config", [("dmd", "dmd_tiny"), ("dmd2", "dmd2_tiny")])
 def test_sigkill_mid_run_then_resume_matches(dmd_runs, name, config, tmp_path):
-    assert kill_then_resume(f"tests/configs/{config}.py", tmp_path, *dmd_runs[name])[0]
+    # Killed as soon as iter_2.pth exists, often before last_checkpoint is
+    # written: --resume then takes the newest intact checkpoint, not a fresh start.
+    killed, log = kill_then_resume(f"tests/configs/{config}.py", tmp_path, *dmd_runs[name])
+    assert killed and "Advance dataloader 2 steps" in log, log[-3000:]
     a, b = _state(dmd_runs["base"] / name / "iter_6.pth"), _state(tmp_path / "iter_6.pth")
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     assert set(a["optimizer"]) >= {"generator", "critic"}
+    for net in ("generator", "critic"):  # Adam moments restored, not re-initialised
+        ma, mb = a["optimizer"][net]["state"], b["optimizer"][net]["state"]
+        assert ma.keys() == mb.keys() and ma
+        for k in ma:
+            assert torch.equal(ma[k]["exp_avg_sq"], mb[k]["exp_avg_sq"]), (net, k)
 
 
 @pytest.mark.parametrize("name, config, steps", [("dmd", "dmd_tiny", 1),
@@ -466,21 +474,23 @@ def test_sample_grid_and_tensorboard_curves(dmd_runs):
 
 
 def test_two_processes_train_in_sync_and_resume_on_one(dmd_runs, tmp_path):
-    """DMD2 (TTUR, GAN head) under DDP: 2 CPU processes (gloo) finish in step;
-    the checkpoint has the 1-process keys, so one process resumes it."""
+    """DMD2 (TTUR, GAN head) under DDP: 2 CPU processes (gloo) with batch 4
+    train like the 1-process run with batch 8 (noise and timesteps keyed per
+    sample); its checkpoint resumes on one process and still matches."""
+    from conftest import assert_same_training
     env = dict(OMP_NUM_THREADS="1")
     two = tmp_path / "two"
     proc = mim_train("tests/configs/dmd2_tiny.py", two, "--gpus", "2", "--launcher", "pytorch",
-                     "--cfg-options", *dmd_runs["dmd2"], "train_cfg.max_iters=4", env=env)
-    assert "Training finished" in proc.stdout or (two / "iter_4.pth").is_file()
+                     "--cfg-options", *dmd_runs["dmd2"], "train_cfg.max_iters=4",
+                     "train_dataloader.batch_size=4", env=env)
+    assert "Training finished" in proc.stdout
     log = next(two.glob("*/*.log")).read_text()
-    assert "Distributed training: True" in log
-    one = _state(dmd_runs["base"] / "dmd2" / "iter_6.pth")
-    ddp = _state(two / "iter_4.pth")
-    assert ddp["state_dict"].keys() == one["state_dict"].keys()
+    assert "Distributed training: True" in log and "GPU number: 2" in log
+    one = dmd_runs["base"] / "dmd2"
+    assert_same_training(one / "iter_4.pth", two / "iter_4.pth")
     mim_train("tests/configs/dmd2_tiny.py", two, "--resume", "--cfg-options", *dmd_runs["dmd2"],
               env=env)
-    assert int(_state(two / "iter_6.pth")["state_dict"]["iteration"]) == 6
+    assert_same_training(one / "iter_6.pth", two / "iter_6.pth")
 
 
 def test_make_pairs_refuses_labels_for_an_unconditional_teacher(tiny_teacher, tmp_path):
@@ -490,3 +500,30 @@ def test_make_pairs_refuses_labels_for_an_unconditional_teacher(tiny_teacher, tm
                    progress=False)
     meta = make_pairs(str(tiny_teacher), str(tmp_path / "ok"), range(4), 2, progress=False)
     assert meta["num_classes"] is None
+
+
+def test_dmd2_sd15_config_phases_lr_and_gan_as_the_official_recipe(root):
+    """configs/dmd/dmd2_sd15.py: LR 0 -> 1e-5 over 500 warm-up iterations, 1e-5
+    until the GAN phase starts, then 5e-7; the GAN phase starts at that same
+    iteration; 10 critic updates per generator update."""
+    from mmengine.optim.scheduler import LinearLR, MultiStepLR
+    cfg = Config.fromfile(f"{root}/configs/dmd/dmd2_sd15.py")
+    m = cfg.model
+    assert (m.critic_updates_per_generator, m.gan_generator_weight, m.gan_critic_weight) == \
+        (10, 1e-3, 1e-2)
+    start = m.gan_start_iter
+    opt = torch.optim.AdamW([torch.zeros(1)], lr=cfg.optim_wrapper.generator.optimizer.lr)
+    kinds = dict(LinearLR=LinearLR, MultiStepLR=MultiStepLR)
+    scheds = [kinds[s.pop("type")](opt, **s) for s in map(dict, cfg.param_scheduler)]
+    lrs = []
+    for _ in range(start + 2):
+        lrs.append(opt.param_groups[0]["lr"])
+        for s in scheds:
+            s.step()
+    warm = torch.tensor(lrs[:500])
+    assert lrs[0] == pytest.approx(1e-8) and (warm.diff() > 0).all()  # linear warm-up
+    assert lrs[500] == pytest.approx(1e-5) and lrs[start - 1] == pytest.approx(1e-5)
+    assert lrs[start] == pytest.approx(5e-7) and lrs[start + 1] == pytest.approx(5e-7)
+    sdxl = Config.fromfile(f"{root}/configs/dmd/dmd2_sdxl.py").model
+    assert (sdxl.generator_timestep, sdxl.gan_generator_weight, sdxl.gan_start_iter,
+            sdxl.critic_updates_per_generator) == (399, 5e-3, 0, 5)

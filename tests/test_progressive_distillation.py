@@ -300,3 +300,29 @@ def test_lr_decays_linearly_to_zero_within_each_stage():
         lrs.append(runner.optim_wrapper.param_groups[0]["lr"])
         stages.append(int(model.stage))
     assert lrs == [1.0, 0.75, 0.5, 0.25] * 2 and stages == [1] * 4 + [2] * 4
+
+
+def test_eps_digits_teacher_trains_and_its_pd_student_starts_as_it(tmp_path):
+    """configs/teachers/ddpm_eps_digits.py through mim (tiny overrides, as
+    teacher_tiny.py): its export is an eps model on google/ddpm's 1000 linear
+    betas, and a PD student of that export samples like it at iteration 0."""
+    mim_train("configs/teachers/ddpm_eps_digits.py", tmp_path, "--cfg-options",
+              "model.unet.sample_size=8", "model.unet.block_out_channels=(8,16)",
+              "model.unet.down_block_types=(DownBlock2D,AttnDownBlock2D)",
+              "model.unet.up_block_types=(AttnUpBlock2D,UpBlock2D)",
+              "model.unet.norm_num_groups=4", "model.unet.attention_head_dim=8",
+              "model.sampler.num_inference_steps=4", "train_dataloader.batch_size=16",
+              "train_dataloader.dataset.resolution=8", "train_cfg.max_iters=6",
+              "custom_hooks.1.interval=6", "custom_hooks.2.interval=6",
+              "custom_hooks.2.num_images=4", "default_hooks.checkpoint.interval=6")
+    pipe = DDIMPipeline.from_pretrained(tmp_path / "step6")
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+    google = DDPMScheduler(num_train_timesteps=1000)  # google/ddpm-*'s schedule
+    assert torch.allclose(pipe.scheduler.alphas_cumprod, google.alphas_cumprod)
+    model = MODELS.build(dict(type="ProgressiveDistillation", teacher_steps=8,
+                              unet=dict(type="pretrained", path=str(tmp_path / "step6"),
+                                        subfolder="unet"),
+                              scheduler=dict(type="pretrained", path=str(tmp_path / "step6"))))
+    assert model.prediction_type == "epsilon" and model.first_stage == 1
+    expected = ddim_loop(pipe.unet, pipe.scheduler, 4)
+    assert (ddim_loop(model.bare_unet, model.export_scheduler(), 4) - expected).abs().max() < 1e-4

@@ -7,6 +7,7 @@
 #   python tools/make_pairs.py stable-diffusion-v1-5/stable-diffusion-v1-5 --out work_dirs/pairs/sd15 \
 #       --prompts data/prompts.txt --guidance-scale 3 --solver pndm --steps 50 \
 #       --seeds 0-499999 --device cuda --dtype float16 --batch-size 64
+# Batch: train_dataloader.batch_size is PER PROCESS: 4 x 8 GPUs = 32 global here.
 #   mim train diffengine_distill dmd_sd15.py --gpus 8 --launcher pytorch --amp
 # The paper draws separate batches for the DM loss (2304) and the regression
 # (1152); here both use the pairs' batch (the pairs' prompts and fresh noise
@@ -21,8 +22,10 @@ model = dict(
     critic_updates_per_generator=1,
     gan_generator_weight=0.0,
     gan_critic_weight=0.0,
+    gan_start_iter=0,
     gradient_checkpointing=True,
 )
 train_dataloader = dict(batch_size=4, dataset=dict(
     _delete_=True, type="PairsDataset", path="work_dirs/pairs/sd15"))
 param_scheduler = [dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0, end=500)]
+train_cfg = dict(max_iters=20000)
