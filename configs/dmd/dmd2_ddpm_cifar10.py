@@ -1,6 +1,8 @@
 # DMD2 of google/ddpm-cifar10-32: no regression, TTUR 5, GAN term on real
 # CIFAR-10 images (an image folder at data/cifar10/train), AdamW 2e-6 as the
 # paper's ImageNet run. Not run in CI:
+# Batch: train_dataloader.batch_size (64, image_folder_32px.py) is PER PROCESS:
+# 8 GPUs x 64 = 512 global.
 #   mim train diffengine_distill configs/dmd/dmd2_ddpm_cifar10.py --gpus 8 --launcher pytorch
 _base_ = [
     "../_base_/models/dmd2_generator.py",

@@ -1,6 +1,7 @@
 # DMD2 (one step) of the class-conditional digits teacher: no regression
 # pairs; five critic updates per generator update; GAN term on real digits.
 #   mim train diffengine_distill configs/dmd/dmd2_digits.py
+# Batch 64 (digits_16px.py) is per process; one process here.
 _base_ = [
     "../_base_/models/dmd2_generator.py",
     "../_base_/datasets/digits_16px.py",

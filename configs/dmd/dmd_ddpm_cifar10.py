@@ -3,6 +3,8 @@
 # 5e-5, lambda_reg 0.25 with LPIPS on teacher ODE pairs. Not run in CI:
 #   python tools/make_pairs.py google/ddpm-cifar10-32 --out work_dirs/pairs/cifar10 \
 #       --seeds 0-99999 --steps 64 --device cuda
+# Batch: train_dataloader.batch_size (64, pairs_16px.py) is PER PROCESS:
+# 4 GPUs x 64 = 256 global.
 #   mim train diffengine_distill configs/dmd/dmd_ddpm_cifar10.py --gpus 4 --launcher pytorch
 _base_ = [
     "../_base_/models/dmd_generator.py",

@@ -4,6 +4,7 @@
 #   python tools/make_pairs.py work_dirs/ddpm_v_digits_cond/step2500 \
 #       --out work_dirs/pairs/digits_cond --seeds 0-9999 --steps 64
 #   mim train diffengine_distill configs/dmd/dmd_digits.py
+# Batch 64 (pairs_16px.py) is per process; one process here.
 _base_ = [
     "../_base_/models/dmd_generator.py",
     "../_base_/datasets/pairs_16px.py",

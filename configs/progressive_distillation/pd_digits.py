@@ -3,6 +3,7 @@
 #   mim train diffengine_distill configs/teachers/ddpm_v_digits.py
 #   mim train diffengine_distill configs/progressive_distillation/pd_digits.py
 # Each stage is exported to work_dirs/pd_digits/stage_<k>_<N>steps.
+# Batch 64 (digits_16px.py) is per process; one process here.
 _base_ = [
     "../_base_/models/pd_v_student.py",
     "../_base_/datasets/digits_16px.py",

@@ -4,6 +4,8 @@
 # guidance-scale embedding, then 64 -> 4 steps. Every stage_* export samples
 # any scale in the range in one UNet call a step:
 #   pipe("yoda pokemon", num_inference_steps=4, guidance_scale=7.5)
+# Batch: train_dataloader.batch_size (2) is PER PROCESS: 8 GPUs x 2 = 16 global.
+# An eps teacher with a v student: stage 0 also converts the teacher's output to v.
 #   mim train diffengine_distill pd_sd15.py --gpus 8 --launcher pytorch --amp
 _base_ = [
     "../_base_/models/pd_v_student.py",
