@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from diffusers import DDIMPipeline
@@ -105,6 +106,11 @@ def _from_base(cfg, base_model, default: dict, key: str):
                              f"local diffusers folder) or model.{key}.path.")
         cfg = dict(default, **{k: v for k, v in cfg.items() if v is not None},
                    path=base_model)
+    elif isinstance(cfg, dict) and base_model is not None and \
+            cfg.get("path") not in (None, base_model):
+        from mmengine.logging import print_log
+        print_log(f"model.{key}.path={cfg['path']!r} overrides model.base_model="
+                  f"{base_model!r} for the {key}.", logger="current", level=logging.WARNING)
     return cfg
 
 
