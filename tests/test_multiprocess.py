@@ -92,3 +92,42 @@ def test_per_sample_draws_depend_on_index_and_iteration_only():
     assert not torch.equal(a[0], later[0]) and not torch.equal(a[0], other[0])
     t = SampleRNG([5, 9], seed=0, device="cpu", iteration=3).randint(0, 1000)
     assert t.shape == (2,) and t.dtype == torch.long
+
+
+def test_dmd_draws_are_keyed_per_sample_not_by_the_process_rng():
+    """DMD's noise and timesteps come from (seed, dataset index, iteration):
+    a sample's DM gradient does not depend on its batch-mates (how DDP shards
+    the batch), and a training step does not depend on the process's RNG
+    state, which checkpoints hold for rank 0 only."""
+    import copy
+
+    import torch
+
+    from diffengine_distill.models.editors.sample_rng import GlobalRNG, SampleRNG
+    from test_dmd import batch, build, optim_wrappers
+    model = build(num_generator_steps=4)
+    x, labels = torch.randn(4, 1, 8, 8), torch.tensor([1, 2, 3, 4])
+
+    def dm_grad(rows, rng):
+        xs = x[rows].clone().requires_grad_(True)
+        model.distribution_matching_loss(xs, labels[rows], rng)[0].backward()
+        return xs.grad * xs.numel()  # undo the mean over the batch
+    whole = dm_grad([0, 1, 2, 3], SampleRNG([5, 9, 2, 7], seed=0, device="cpu", iteration=3))
+    half = dm_grad([2, 3], SampleRNG([2, 7], seed=0, device="cpu", iteration=3))
+    torch.testing.assert_close(whole[2:], half, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)  # the process RNG, as before: a sample's draw depends on its slot
+    whole = dm_grad([0, 1, 2, 3], GlobalRNG(4, "cpu"))
+    torch.manual_seed(0)
+    assert not torch.allclose(whole[2:], dm_grad([2, 3], GlobalRNG(2, "cpu")), atol=1e-3)
+
+    data = batch()
+    data["data_samples"]["index"] = [5, 9, 2, 7]
+    steps = []
+    for rng_seed in (1, 2):  # e.g. two ranks, or a resumed rank > 0
+        trained = copy.deepcopy(model)
+        torch.manual_seed(rng_seed)
+        out = trained.train_step(copy.deepcopy(data), optim_wrappers(trained))
+        steps.append((out, trained.state_dict()))
+    (out_a, sd_a), (out_b, sd_b) = steps
+    assert out_a.keys() == out_b.keys() and all(torch.equal(out_a[k], out_b[k]) for k in out_a)
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)

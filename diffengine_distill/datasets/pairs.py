@@ -103,7 +103,7 @@ class PairsDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image, noise = self._rows(int(index))
         label = None if self.labels is None else int(self.labels[index])
-        samples = dict(label=label, noise=noise)
+        samples = dict(label=label, noise=noise, index=int(index))  # keys DMD's draws
         if self.prompts is not None:
             samples["text"] = self.prompts[index]
         return dict(inputs=image, data_samples=samples)

@@ -57,9 +57,10 @@ class GlobalRNG:
         return torch.randint(low, high, (self.n,), device=self.device)
 
 
-def batch_rng(data_samples: dict | None, n: int, seed: int, device):
+def batch_rng(data_samples: dict | None, n: int, seed: int, device,
+              iteration: int | None = None):
     """Per-sample draws when the batch carries dataset indices, else global."""
     indices = (data_samples or {}).get("indices")
     if indices is None:
         return GlobalRNG(n, device)
-    return SampleRNG(indices.tolist(), seed, device)
+    return SampleRNG(indices.tolist(), seed, device, iteration)

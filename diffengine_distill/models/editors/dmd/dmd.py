@@ -15,6 +15,7 @@ from ...builders import build_scheduler, load_vae
 from ...diffusion import ddim_step, per_sample, prediction_target, split_prediction
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel, cat_conditions
+from ..sample_rng import GlobalRNG, batch_rng
 from .critic import DMDCritic, frozen
 
 REGRESSION_LOSSES = ("lpips", "l2", "l1")
@@ -37,6 +38,11 @@ def generator_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
     ``original_inference_steps=k`` (DMD2's [999, 749, 499, 249] for T=1000, k=4)."""
     stride = num_train_timesteps // num_steps
     return [(num_steps - i) * stride - 1 for i in range(num_steps)]
+
+
+def _rng(rng, x: Tensor):
+    """The given per-sample draws, or the process's RNG (calls outside train_step)."""
+    return rng or GlobalRNG(x.shape[0], x.device)
 
 
 @MODELS.register_module()
@@ -88,7 +94,8 @@ class DMD(BaseDiffusionModel):
             with DDIM (leading spacing, steps_offset = t, one step).
         seed: seeds the multi-step generator's simulated step index, drawn as
             a function of (seed, iteration) so every process and a resumed run
-            agree.
+            agree, and the per-sample noise and timesteps (keyed by seed,
+            dataset index and iteration; see ``sample_rng``).
     """
 
     def __init__(self, *args, num_generator_steps: int = 1,
@@ -209,9 +216,10 @@ class DMD(BaseDiffusionModel):
         return self.x0(self.guided_forward(self.teacher_unet, z, t, labels,
                                            self.real_guidance_scale, self.null_class), z, t)
 
-    def noised(self, x: Tensor, t: Tensor) -> Tensor:
+    def noised(self, x: Tensor, t: Tensor, rng=None) -> Tensor:
         alpha, sigma = (c.to(x) for c in self.schedule.alpha_sigma(t))
-        return ddim_step(x, torch.randn_like(x), alpha, sigma)
+        noise = _rng(rng, x).randn(*x.shape[1:]).to(x)
+        return ddim_step(x, noise, alpha, sigma)
 
     def draw_step_index(self) -> int:
         """The multi-step generator's simulated step this iteration (all ranks agree)."""
@@ -220,7 +228,7 @@ class DMD(BaseDiffusionModel):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.iteration))
         return int(torch.randint(self.num_generator_steps, (), generator=gen))
 
-    def simulate(self, noise: Tensor, labels, index: int) -> Tensor:
+    def simulate(self, noise: Tensor, labels, index: int, rng=None) -> Tensor:
         """DMD2's backward simulation: the generator's own noisy sample at
         ``timesteps[index]`` (earlier steps without grad, x0 re-noised with
         fresh noise), i.e. what LCM-style sampling feeds it there."""
@@ -229,7 +237,7 @@ class DMD(BaseDiffusionModel):
             for j in range(index):
                 x0 = self.generator_x0(self.unet, z, self.timesteps[j], labels)
                 z = self.noised(x0, torch.full((z.shape[0],), self.timesteps[j + 1],
-                                               device=z.device))
+                                               device=z.device), rng)
         return z
 
     @torch.no_grad()
@@ -255,11 +263,12 @@ class DMD(BaseDiffusionModel):
         return (size, size) if isinstance(size, int) else tuple(size)
 
     # -- losses -----------------------------------------------------------------
-    def distribution_matching_loss(self, x: Tensor, labels) -> tuple[Tensor, dict]:
-        n, (lo, hi) = x.shape[0], self.dm_t_range
+    def distribution_matching_loss(self, x: Tensor, labels, rng=None) -> tuple[Tensor, dict]:
+        lo, hi = self.dm_t_range
+        rng = _rng(rng, x)
         with torch.no_grad():
-            t = torch.randint(lo, hi + 1, (n,), device=x.device)
-            z = self.noised(x.detach().float(), t)
+            t = rng.randint(lo, hi + 1)
+            z = self.noised(x.detach().float(), t, rng)
             x0_real = self.real_x0(z, t, labels)
             x0_fake = self.x0(self.bare_critic(z, t, labels)[0], z, t)
             grad = dm_gradient(x.detach().float(), x0_real, x0_fake)
@@ -282,34 +291,37 @@ class DMD(BaseDiffusionModel):
         per_sample_loss = diff.square() if self.regression_loss == "l2" else diff.abs()
         return per_sample_loss.flatten(1).mean(1).mean()
 
-    def gan_timesteps(self, n: int, device) -> Tensor:
-        return torch.randint(0, self.gan_t_max + 1, (n,), device=device)
+    def gan_timesteps(self, n: int, device, rng=None) -> Tensor:
+        return (rng or GlobalRNG(n, device)).randint(0, self.gan_t_max + 1)
 
     def generator_losses(self, x: Tensor, labels, x_ref: Tensor | None,
-                         y_ref: Tensor | None) -> tuple[dict, dict]:
+                         y_ref: Tensor | None, rng=None) -> tuple[dict, dict]:
         """(losses, logged statistics) of the generator update."""
-        dm, stats = self.distribution_matching_loss(x, labels)
+        rng = _rng(rng, x)
+        dm, stats = self.distribution_matching_loss(x, labels, rng)
         losses = dict(loss_dm=dm)
         if x_ref is not None:
             losses["loss_regression"] = self.regression_weight * self.regression(x_ref, y_ref)
         if self.gan_generator_weight:
-            t = self.gan_timesteps(x.shape[0], x.device)
-            logits = self.bare_critic(self.noised(x.float(), t), t, labels, with_logits=True)[1]
+            t = self.gan_timesteps(x.shape[0], x.device, rng)
+            logits = self.bare_critic(self.noised(x.float(), t, rng), t, labels,
+                                      with_logits=True)[1]
             losses["loss_gan_generator"] = self.gan_generator_weight * F.softplus(-logits).mean()
         return losses, stats
 
-    def critic_losses(self, x: Tensor, labels, real: Tensor | None) -> dict:
+    def critic_losses(self, x: Tensor, labels, real: Tensor | None, rng=None) -> dict:
         """The fake score's denoising loss on detached generator samples over all
         t (+ DMD2's classifier loss), in one critic call."""
         n, T = x.shape[0], self.schedule.num_train_timesteps
-        t = torch.randint(0, T, (n,), device=x.device)
-        noise = torch.randn_like(x)
+        rng = _rng(rng, x)
+        t = rng.randint(0, T)
+        noise = rng.randn(*x.shape[1:]).to(x)
         alpha, sigma = (c.to(x) for c in self.schedule.alpha_sigma(t))
         z, ts, lbl = [ddim_step(x, noise, alpha, sigma)], [t], [labels]
         if self.gan_critic_weight:
             for images in (x, real):
-                t_gan = self.gan_timesteps(n, x.device)
-                z.append(self.noised(images.float(), t_gan))
+                t_gan = self.gan_timesteps(n, x.device, rng)
+                z.append(self.noised(images.float(), t_gan, rng))
                 ts.append(t_gan)
                 lbl.append(labels)
         out, logits = self.critic(torch.cat(z), torch.cat(ts), cat_conditions(lbl),
@@ -345,8 +357,11 @@ class DMD(BaseDiffusionModel):
                              f"{tuple(images.shape)} differ in shape: remake the pairs.")
         n = images.shape[0]
         index = self.draw_step_index()
+        # Draws keyed by (seed, dataset index, iteration): every rank's resume exactly.
+        rng = batch_rng(data["data_samples"], n, self.seed, images.device,
+                        iteration=int(self.iteration))
         with optim_wrapper["generator"].optim_context(self.unet):
-            z = self.simulate(torch.randn_like(images), labels, index)
+            z = self.simulate(rng.randn(*images.shape[1:]).to(images), labels, index, rng)
         regress = bool(self.regression_weight)
         if regress:  # one generator call (one DDP forward) for both batches
             z = torch.cat([z, ref_noise])
@@ -358,7 +373,8 @@ class DMD(BaseDiffusionModel):
                 x_all = self.generator_x0(self.unet, z, self.timesteps[index], gen_labels)
                 x = x_all[:n]
                 losses, stats = self.generator_losses(
-                    x, labels, x_all[n:] if regress else None, images if regress else None)
+                    x, labels, x_all[n:] if regress else None, images if regress else None,
+                    rng)
             gen_optim.update_params(sum(losses.values()))
             log.update(losses, **stats)
         else:
@@ -366,7 +382,7 @@ class DMD(BaseDiffusionModel):
                 x = self.generator_x0(self.unet, z[:n], self.timesteps[index], labels)
         critic_optim = optim_wrapper["critic"]
         with critic_optim.optim_context(self.critic):
-            losses = self.critic_losses(x.detach().float(), labels, images)
+            losses = self.critic_losses(x.detach().float(), labels, images, rng)
         critic_optim.update_params(sum(losses.values()))
         log.update(losses)
         self.iteration += 1
