@@ -70,6 +70,10 @@ class DiffusionModel(BaseDiffusionModel):
         self.text_encoder_lora_config = [
             add_lora(encoder, options, "text_encoder_lora_config")
             for encoder in self.data_preprocessor.text_encoders]
+        # Trained weights in fp32 also beside bf16 / fp16 frozen encoders.
+        for name, param in self.data_preprocessor.text_encoders.named_parameters():
+            if "lora_" in name:
+                param.data = param.data.float()
 
     def export_metadata(self) -> dict:
         # The label trained as "no class": CFG and tools/make_pairs.py need it.
