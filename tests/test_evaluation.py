@@ -106,3 +106,33 @@ def test_inception_features_missing_file(tmp_path):
     assert "inception-2015-12-05.pt" in msg
     with pytest.raises(FileNotFoundError, match="--inception-weights"):
         inception_features(torch.zeros(2, 1, 16, 16), None)
+
+
+def _scripted_features(path):
+    """A TorchScript stand-in for the Inception file (same call signature)."""
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            assert x.dtype == torch.uint8 and x.shape[1] == 3
+            return x.float().flatten(1)[:, :5] * 2 + 1
+    torch.jit.save(torch.jit.script(Net()), str(path))
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_inception_weights_are_checked_by_sha256(tmp_path):
+    from diffengine_distill.evaluation import INCEPTION_SHA256, check_inception_weights
+    weights = tmp_path / "inception-2015-12-05.pt"
+    sha = _scripted_features(weights)
+    gray = torch.tensor([-1.0, -0.5, 0.0, 0.3, 1.0, 0.2, 0.1, 0.9, -0.2]).reshape(1, 1, 3, 3)
+    with pytest.raises(ValueError) as err:  # not the NVlabs file: refused before loading
+        inception_features(gray, weights)
+    msg = str(err.value)
+    assert sha in msg and INCEPTION_SHA256 in msg and str(weights) in msg
+    assert check_inception_weights(weights, sha) == str(weights.resolve())
+    # The file with its own hash loads; grayscale is repeated to RGB, uint8-quantised:
+    # 127.5 * (x + 1) rounded -> 0, 64, 128, 166, 255 for the first five pixels.
+    feats = inception_features(gray, weights, sha256=sha)
+    np.testing.assert_array_equal(feats, [[1, 129, 257, 333, 511]])
+    weights.write_bytes(weights.read_bytes() + b"\0")  # changed after a first check
+    with pytest.raises(ValueError, match="expected"):
+        inception_features(gray, weights, sha256=sha)

@@ -8,7 +8,6 @@ import json
 import os.path as osp
 import re
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -124,10 +123,7 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
             kwargs["class_labels"] = labels[start:start + batch_size]
         else:
             kwargs["batch_size"] = len(chunk)
-        images = pipe(**kwargs).images
-        if isinstance(images, np.ndarray):  # pipelines that ignore output_type="pt"
-            images = torch.from_numpy(images).permute(0, 3, 1, 2)
-        images = images.float().cpu()
+        images = pipe(**kwargs).images.float().cpu()
         out.append(images if output_type == "latent" else images * 2 - 1)
     return torch.cat(out)
 
