@@ -20,10 +20,27 @@ PKG = "diffengine_distill"
 MIM_DIRS = ("tools", "configs")
 
 
-def read_requirements(name):
-    lines = (ROOT / "requirements" / name).read_text().splitlines()
-    return [line.split("#")[0].strip() for line in lines
-            if line.split("#")[0].strip() and not line.startswith("-r")]
+# Ranges of what the code needs (the oldest release with each API it uses);
+# requirements/*.txt pin the exact versions CI and the README commands use.
+INSTALL_REQUIRES = [
+    "torch>=2.6",  # torch.load(weights_only=True) by default, add_safe_globals
+    "diffusers>=0.34",  # save_lora_weights(..., unet_lora_adapter_metadata=...)
+    "peft>=0.18",  # BaseTunerLayer.set_adapter(..., inference_mode=True)
+    "transformers>=4.41",  # CLIP text encoders of SD 1.5 / SDXL teachers
+    "accelerate>=0.31",  # diffusers' low-memory loading
+    "mmengine>=0.10.7,<0.11",  # its Runner, hooks and checkpoint layout
+    "mmcv-lite>=2.0,<3",  # mmcv.transforms (Resize, CenterCrop, RandomFlip)
+    "openmim>=0.3.9",  # mim train with the package's .mim folder
+    "setuptools<81",  # mmengine and openmim import pkg_resources (gone in 81)
+    "tensorboard",  # the configs' TensorboardVisBackend
+    "scikit-learn>=1.0",  # the digits data set
+    "matplotlib>=3.5",  # benchmark plots
+    "tqdm",
+]
+EXTRAS_REQUIRE = {
+    "tests": ["pytest>=8", "bitsandbytes>=0.50"],
+    "8bit": ["bitsandbytes>=0.50"],  # AdamW8bit and other 8-bit optimizers
+}
 
 
 class BuildPyWithMim(build_py):
@@ -83,8 +100,8 @@ setup(
     packages=find_packages(include=[PKG, f"{PKG}.*"]),
     include_package_data=False,
     python_requires=">=3.9",
-    install_requires=read_requirements("runtime.txt"),
-    extras_require={"tests": read_requirements("tests.txt")},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     cmdclass={"build_py": BuildPyWithMim, "editable_wheel": EditableWheelWithMim},
     license="Apache-2.0",
 )

@@ -92,3 +92,38 @@ def teacher_runs(tmp_path_factory):
 def tiny_teacher(teacher_runs):
     """Export folder of the tiny teacher (v-prediction, T = 1024, 8x8 digits)."""
     return teacher_runs / "step30"
+
+
+# Calls that start a training or tool in a subprocess (``run`` is the helper above).
+import inspect  # noqa: E402
+import re  # noqa: E402
+
+_SLOW_CALL = re.compile(r"\b(?:mim_train|kill_then_resume|subprocess)\b|(?<![\w.])run\(")
+
+
+def _calls_a_subprocess(func, depth=2) -> bool:
+    """Whether ``func``, or a helper of its own test module that it calls
+    (``tool(...)`` say), starts a subprocess."""
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):  # built-in fixtures have no source
+        return False
+    if _SLOW_CALL.search(source):
+        return True
+    module = sys.modules.get(func.__module__)
+    helpers = [getattr(module, name, None) for name in
+               set(re.findall(r"(?<![\w.])([A-Za-z_]\w*)\(", source))] if depth else []
+    return any(inspect.isfunction(h) and h is not func and h.__module__ == func.__module__
+               and _calls_a_subprocess(h, depth - 1) for h in helpers)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that runs a training or tool in a subprocess,
+    itself or through a fixture (``teacher_runs`` ...), so that
+    ``pytest -m "not slow"`` runs the unit tests alone."""
+    for item in items:
+        funcs = [getattr(item, "function", None)]
+        for name in getattr(item, "fixturenames", ()):
+            funcs += [d.func for d in item._fixtureinfo.name2fixturedefs.get(name, ())]
+        if any(f is not None and _calls_a_subprocess(f) for f in funcs):
+            item.add_marker(pytest.mark.slow)

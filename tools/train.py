@@ -3,7 +3,17 @@
 ``mim train diffengine_distill CONFIG`` runs this file; the logic lives in
 ``diffengine_distill.apis.train`` so editable and wheel installs agree.
 """
-from diffengine_distill.apis.train import main
+import sys
+
+# diffusers, mmengine and peft import bitsandbytes whenever it is installed (a
+# second of start-up and, on some CPUs, a warning about its kernels). Hide it
+# from them; apis.train imports it only for a config with an 8-bit optimizer.
+HIDE_BITSANDBYTES = "bitsandbytes" not in sys.modules
+if HIDE_BITSANDBYTES:
+    sys.modules["bitsandbytes"] = None
+
+from diffengine_distill.apis import train  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    train.BITSANDBYTES_HIDDEN = HIDE_BITSANDBYTES
+    train.main()

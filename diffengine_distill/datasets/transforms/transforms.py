@@ -42,7 +42,9 @@ class PackInputs(BaseTransform):
         img = np.asarray(results["img"])
         if img.ndim == 2:
             img = img[..., None]
-        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        # A copy: images read with np.asarray(PIL) are read-only, and torch warns
+        # about (and must not share) non-writable memory.
+        inputs = torch.from_numpy(img.transpose(2, 0, 1).copy())
         # The dataset index keys per-sample noise (identical under any process count).
         samples = dict(label=results.get("gt_label"), index=results.get("sample_idx"))
         for key in ("text", "time_ids"):  # text-to-image captions, SDXL size conditioning
