@@ -156,6 +156,26 @@ def test_sample_stock_ddim_folder_with_eta(stock, tmp_path):
     assert (images - deterministic).abs().max() > 0.01  # eta reached the sampler
 
 
+def test_sample_any_channel_count(tmp_path):
+    """Grayscale, 2 and 4 channels go to PNG (L, LA, RGBA); more to images.npy."""
+    from diffusers import DDPMPipeline
+
+    from diffengine_distill.apis.sample import main
+    for channels in (2, 5):
+        pipe = DDPMPipeline(unet=tiny_unet(channels, 8), scheduler=cifar_scheduler())
+        pipe.save_pretrained(tmp_path / f"c{channels}")
+        out = tmp_path / f"out{channels}"
+        main([str(tmp_path / f"c{channels}"), "--steps", "2", "--seeds", "0-1",
+              "--out", str(out)])
+        expected = reference(pipe, [0, 1], 2)
+        if channels == 2:
+            saved = np.stack([png(out / f"00000{i}.png") for i in (0, 1)]).astype(int)
+            assert np.abs(saved - as_uint8(expected)).max() <= 1
+        else:
+            np.testing.assert_allclose(np.load(out / "images.npy"), expected.numpy(),
+                                       atol=1e-5)
+
+
 def run_main(main, args, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -285,9 +305,9 @@ def test_evaluate_digits_shaped_gets_digits_metrics(stock, tmp_path, monkeypatch
         psnr(reference(pipes["gray"], seeds, 2), reference(pipes["gray"], seeds, 3)), abs=1e-6)
 
 
-def test_hub_id_from_the_local_cache(stock, tmp_path):
+def test_hub_id_from_the_local_cache(stock, tmp_path, monkeypatch):
     """`google/ddpm-cifar10-32` (its scheduler; a tiny UNet) from an offline HF cache,
-    through the real command line."""
+    through the real command line, then evaluated in this process."""
     root, pipes = stock
     cache = tmp_path / "hub"
     save_to_hub_cache(str(root / "ddpm"), "google/ddpm-cifar10-32", str(cache))
@@ -304,3 +324,15 @@ def test_hub_id_from_the_local_cache(stock, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert lines[-1].startswith("sample.py: error: ") and "google/ddpm-cifar10-64" in lines[-1]
     assert "HF_HUB_OFFLINE" in lines[-1]
+
+    import huggingface_hub.constants as constants
+
+    from diffengine_distill.apis.evaluate import evaluate
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import: patch too
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    rows = evaluate(["google/ddpm-cifar10-32@2"], seeds=[0, 1], reference_steps=3)
+    assert (rows[0]["model"], rows[0]["reference"]) == ("ddpm-cifar10-32", "ddpm-cifar10-32@3")
+    assert rows[0]["psnr_vs_reference"] == pytest.approx(psnr(
+        reference(pipes["ddpm"], [0, 1], 2), reference(pipes["ddpm"], [0, 1], 3)), abs=1e-6)

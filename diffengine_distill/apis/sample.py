@@ -41,6 +41,12 @@ def sample(args):
                       eta=args.eta)
     out = args.out or osp.join(folder if local else ".", f"samples_{steps}steps")
     os.makedirs(out, exist_ok=True)
+    if images.shape[1] > 4:  # no PNG mode: the raw array (seeds in order)
+        import numpy as np
+        np.save(osp.join(out, "images.npy"), images.numpy())
+        print(f"{len(seeds)} images of {images.shape[1]} channels at {steps} steps from "
+              f"{folder} -> {osp.join(out, 'images.npy')} (values in [-1, 1])")
+        return images
     for seed, img in zip(seeds, to_uint8(images)):
         save_image(img, osp.join(out, f"{seed:06d}.png"))
     grid = save_image(make_grid(images), osp.join(out, "grid.png"), args.scale)
