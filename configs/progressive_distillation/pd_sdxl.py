@@ -3,7 +3,7 @@ _base_ = ["./pd_sd15.py"]
 
 model = dict(base_model="stabilityai/stable-diffusion-xl-base-1.0",
              data_preprocessor=dict(vae="madebyollin/sdxl-vae-fp16-fix"))
-train_dataloader = dict(batch_size=1,  # per process dataset=dict(pipeline=[
+train_dataloader = dict(batch_size=1, dataset=dict(pipeline=[  # batch_size: per process
     dict(type="LoadImage", color_type="rgb"),
     dict(type="SDXLResizeCrop", size=1024, random_crop=True, flip_prob=0.5),
     dict(type="PackInputs"),
