@@ -103,7 +103,8 @@ def generate(pipe, seeds, num_inference_steps: int, labels=None, batch_size: int
     conditional = not text and pipeline_classes(pipe) is not None
     takes_eta = "eta" in inspect.signature(pipe.__call__).parameters  # DDPMPipeline: none
     if eta and not takes_eta:
-        raise UsageError(f"eta={eta} is for DDIM samplers; {type(pipe).__name__} takes no eta")
+        raise UsageError(f"eta={eta} is for DDIM samplers; {type(pipe).__name__} takes no "
+                         "eta: leave --eta out")
     if conditional and labels is None:
         labels = [s % 10 for s in seeds]
     out = []
@@ -156,8 +157,8 @@ def default_steps(pipe, folder: str | None = None) -> int:
     return trained or (default if isinstance(default, int) else 50)
 
 
-def check_steps(pipe, num_inference_steps: int, eta: float = 0.0) -> None:
-    """Refuse step counts (and eta) the pipeline's scheduler cannot sample with."""
+def check_steps(pipe, num_inference_steps: int) -> None:
+    """Refuse step counts the pipeline's scheduler cannot sample with."""
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
             or num_inference_steps < 1:
         raise UsageError(f"steps must be a positive integer, got {num_inference_steps!r}")
@@ -165,6 +166,3 @@ def check_steps(pipe, num_inference_steps: int, eta: float = 0.0) -> None:
         copy.deepcopy(pipe.scheduler).set_timesteps(num_inference_steps)
     except ValueError as err:
         raise UsageError(f"{num_inference_steps} steps: {err}") from None
-    if eta and "eta" not in inspect.signature(pipe.__call__).parameters:
-        raise UsageError(f"eta={eta} is for DDIM samplers; {type(pipe).__name__} takes no "
-                         "eta: leave --eta out")

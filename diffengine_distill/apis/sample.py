@@ -26,7 +26,7 @@ def sample(args):
     folder = find_export(args.path) if local else args.path
     pipe = load_pipeline(folder, device=args.device, clip_sample=args.clip_sample)
     steps = args.steps or default_steps(pipe, folder if local else None)
-    check_steps(pipe, steps, args.eta)
+    check_steps(pipe, steps)
     seeds = args.seeds or list(range(args.num_images))
     labels = None
     if args.labels:
