@@ -44,6 +44,7 @@ BAD = [  # (tool, arguments, what the one line must say)
     ("sample", ["x", "--seeds", "5-2"], "seed range '5-2' is empty"),
     ("sample", ["x", "--seeds", "1,1"], "repeats seeds"),
     ("sample", ["x", "--seeds", "-1"], "is not a seed list"),
+    ("sample", ["x", "--labels", "3-0"], "label range '3-0' is empty"),
     ("sample", ["x", "--batch-size", "0"], "--batch-size: must be a positive integer"),
     ("sample", ["x", "--eta", "1.5"], "DDIM eta must be in [0, 1], got 1.5"),
     ("sample", ["x", "--eta", "nan"], "must be a finite number"),
@@ -176,7 +177,33 @@ def test_sample_any_channel_count(tmp_path):
                                        atol=1e-5)
 
 
+def test_sample_labels_may_repeat(tmp_path, capsys):
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    from diffengine_distill import SamplerPipeline
+    from diffengine_distill.apis.sample import main
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       norm_num_groups=4, layers_per_block=1, num_class_embeds=6,
+                       down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    pipe = SamplerPipeline(unet=unet, scheduler=DDIMScheduler.from_config(
+        cifar_scheduler().config))
+    pipe.save_pretrained(tmp_path / "cond")
+    images = main([str(tmp_path / "cond"), "--steps", "2", "--seeds", "0-3", "--labels", "2,2,5",
+                   "--out", str(tmp_path / "o")])
+    gens = [torch.Generator().manual_seed(s) for s in range(4)]
+    expected = pipe(class_labels=[2, 2, 5, 2], generator=gens, num_inference_steps=2,
+                    output_type="pt").images * 2 - 1
+    torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
+    line = run_main(main, [str(tmp_path / "cond"), "--steps", "2", "--labels", "6",
+                           "--out", str(tmp_path / "o")], capsys)
+    assert "below the model's 6 classes, got 6" in line
+
+
 def run_main(main, args, capsys):
+    """The one stderr line of ``main(args)``'s refusal (earlier output dropped)."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(args)
     err = capsys.readouterr().err + (exc.value.code if isinstance(exc.value.code, str) else "")
@@ -331,7 +358,6 @@ def test_hub_id_from_the_local_cache(stock, tmp_path, monkeypatch, capsys):
     assert (rows[0]["model"], rows[0]["reference"]) == ("ddpm-cifar10-32", "ddpm-cifar10-32@3")
     assert rows[0]["psnr_vs_reference"] == pytest.approx(psnr(
         reference(pipes["ddpm"], [0, 1], 2), reference(pipes["ddpm"], [0, 1], 3)), abs=1e-6)
-    capsys.readouterr()  # evaluate's progress bars
     line = run_main(sample, ["google/ddpm-cifar10-64", "--steps", "3", "--out", str(out)],
                     capsys)
     assert line.startswith("sample.py: error: ") and "google/ddpm-cifar10-64" in line

@@ -70,30 +70,37 @@ def steps_list(text) -> list[int]:
     return [positive_int(part) for part in str(text).split(",")]
 
 
-def parse_seeds(text) -> list[int]:
-    """'0-99', '1,5,9' or '0-9,20' -> non-negative integers (a torch seed is < 2**64)."""
-    seeds = []
+def parse_seeds(text, what: str = "seed", unique: bool = True) -> list[int]:
+    """'0-99', '1,5,9' or '0-9,20' -> non-negative integers (seeds: < 2**63, no repeats)."""
+    values = []
     for part in str(text).split(","):
         a, dash, b = part.strip().partition("-")
         try:
             lo, hi = int(a), int(b) if dash else int(a)
         except ValueError:
-            raise UsageError(f"{text!r} is not a seed list like 0-99 or 1,5,9 "
+            raise UsageError(f"{text!r} is not a {what} list like 0-99 or 1,5,9 "
                              "(non-negative integers)") from None
         if hi < lo:
-            raise UsageError(f"seed range {part.strip()!r} is empty: write LOW-HIGH with "
+            raise UsageError(f"{what} range {part.strip()!r} is empty: write LOW-HIGH with "
                              "LOW <= HIGH")
         if hi >= 2 ** 63:
-            raise UsageError(f"seed {hi} is too large (seeds must be < 2**63)")
-        seeds.extend(range(lo, hi + 1))
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"seed list {text!r} repeats seeds")
-    return seeds
+            raise UsageError(f"{what} {hi} is too large (must be < 2**63)")
+        values.extend(range(lo, hi + 1))
+    if unique and len(set(values)) != len(values):
+        raise UsageError(f"{what} list {text!r} repeats {what}s")
+    return values
 
 
 def seed_list(text) -> list[int]:
     try:
         return parse_seeds(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def label_list(text) -> list[int]:
+    try:
+        return parse_seeds(text, what="label", unique=False)
     except UsageError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -115,7 +122,7 @@ def sample_parser() -> Parser:
                    help="e.g. 0-99 or 1,5,9 (default: 0..num-images-1)")
     p.add_argument("--num-images", type=positive_int, default=64,
                    help="images when --seeds is not given")
-    p.add_argument("--labels", type=seed_list, default=None, help="class labels for "
+    p.add_argument("--labels", type=label_list, default=None, help="class labels for "
                    "class-conditional models, e.g. 0-9, cycled (default: seed %% 10)")
     p.add_argument("--out", default=None, help="output folder (default: "
                    "<export>/samples_<steps>steps; ./samples_<steps>steps for a hub id)")
