@@ -214,7 +214,7 @@ def run_main(main, args, capsys):
     return lines[0]
 
 
-def test_user_errors_found_after_loading_are_one_line(stock, tmp_path, capsys):
+def test_user_errors_found_after_loading_are_one_line(stock, tmp_path, capsys, monkeypatch):
     from diffengine_distill.apis.evaluate import main as evaluate
     from diffengine_distill.apis.pairs import main as make_pairs
     from diffengine_distill.apis.sample import main as sample
@@ -229,6 +229,10 @@ def test_user_errors_found_after_loading_are_one_line(stock, tmp_path, capsys):
     assert "not class-conditional" in line
     line = run_main(sample, [str(tmp_path / "missing"), "--out", out], capsys)
     assert str(tmp_path / "missing") in line
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "work_dirs").mkdir()  # a typo under a local folder is not a hub id
+    line = run_main(sample, ["work_dirs/ddpm_v_digts", "--out", out], capsys)
+    assert "'work_dirs/ddpm_v_digts' is neither an exported pipeline folder" in line
     line = run_main(sample, [ddpm, "--device", "cuda:0", "--out", out], capsys) \
         if not torch.cuda.is_available() else "CUDA is not available"
     assert "CUDA is not available" in line

@@ -34,9 +34,11 @@ def find_export(path: str) -> str:
 
 
 def is_local(path: str) -> bool:
-    """A local folder (or meant as one), not a hub id like ``org/name``."""
+    """A local folder (or meant as one), not a hub id like ``org/name``: a
+    mistyped ``work_dirs/name`` must say "not found", not ask the hub."""
     from diffengine_distill.models.builders import _looks_local
-    return _looks_local(osp.expanduser(path))
+    path = osp.expanduser(path)
+    return _looks_local(path) or osp.isdir(path.split("/")[0])
 
 
 def export_metadata(folder: str) -> dict:
