@@ -9,3 +9,7 @@ model = dict(
     gan_generator_weight=3e-3,
     gan_critic_weight=1e-2,
 )
+# With model.gan_start_iter > 0 the GAN head gets no gradient before that
+# iteration: DDP must allow unused parameters (else "Expected to have finished
+# reduction in the prior iteration" on 2+ processes).
+model_wrapper_cfg = dict(type="MMSeparateDistributedDataParallel", find_unused_parameters=True)
