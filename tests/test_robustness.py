@@ -87,3 +87,27 @@ def test_diverging_run_stops_and_keeps_finite_checkpoints(tmp_path):
     for ckpt in ckpts:
         sd = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()), ckpt
+
+
+def test_amp_overflow_is_left_to_the_grad_scaler(monkeypatch):
+    """fp16 --amp: gradients that overflow once scaled are the GradScaler's
+    signal. It must see them (unscaled, not nan_to_num'ed or skipped by the
+    guard): it skips that step itself and halves its scale; the guard counts
+    nothing and the next step, at the lower scale, applies."""
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+    from diffengine_distill.engine.optimizers import GuardedAmpOptimWrapper
+    monkeypatch.setattr(amp_optimizer_wrapper, "is_cuda_available", lambda: True)  # CPU test
+    MessageHub.get_instance("test_robustness_amp")
+    net = torch.nn.Linear(2, 1)
+    wrapper = GuardedAmpOptimWrapper(optimizer=torch.optim.SGD(net.parameters(), lr=1e-36),
+                                     dtype="float16", max_consecutive_nonfinite=1)
+    wrapper.loss_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    before = [p.clone() for p in net.parameters()]
+    # d loss / d w = 1e34: finite, but 1e34 * 2^16 overflows fp32 (3.4e38); at 2^15 it does not.
+    wrapper.update_params(loss_of(net) * 1e34)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert wrapper.loss_scaler.get_scale() == 2.0 ** 15  # backed off
+    assert wrapper.skipped_steps == 0 and not wrapper.last_update_skipped
+    wrapper.update_params(loss_of(net) * 1e34)
+    torch.testing.assert_close(net.weight, before[0] - 1e-36 * 1e34 * torch.ones(1, 2))

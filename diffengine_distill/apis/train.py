@@ -295,7 +295,7 @@ def atomic_runner():
 
     class AtomicCheckpointRunner(Runner):
         def save_checkpoint(self, out_dir, filename, *args, **kwargs):
-            if not is_main_process():
+            if not is_main_process() or "://" in str(out_dir):  # object stores: as is
                 return super().save_checkpoint(out_dir, filename, *args, **kwargs)
             final = osp.join(out_dir, filename)
             tmp = final + ".tmp"
