@@ -61,7 +61,12 @@ def assert_same_training(one, two, trained_prefix="unet."):
 
     def flat(tensors):
         return torch.cat([t.float().flatten() for t in tensors])
-    m_a, m_b = (flat(s["exp_avg"] for s in c["optimizer"]["state"].values()) for c in (a, b))
+
+    def moments(c):  # one optimizer, or one per network (DMD's OptimWrapperDict)
+        opts = [c["optimizer"]] if "state" in c["optimizer"] else \
+            [o for _, o in sorted(c["optimizer"].items()) if "state" in o]
+        return flat(s["exp_avg"] for o in opts for s in o["state"].values())
+    m_a, m_b = moments(a), moments(b)
     assert (m_a - m_b).norm() < 1e-5 * m_a.norm()
     keys = [k for k in a["state_dict"] if k.startswith(trained_prefix)]
     diff = flat(a["state_dict"][k] - b["state_dict"][k] for k in keys)
