@@ -210,3 +210,104 @@ def test_truncated_images_are_named_before_training(tmp_path):
         os.remove(path)
     assert len(ImageFolderDataset(data_root=str(tmp_path))) == 5
     assert len(ImageFolderDataset(data_root=str(tmp_path), check_images=False)) == 5
+
+
+# -- kills inside a checkpoint write and inside an export, then --resume --------------------
+# Loaded by the training process through the config's custom_imports; FAULT
+# says where to die: "kill_checkpoint:<file>" writes half of that checkpoint
+# then SIGKILLs itself, "kill_export:<folder>" half-writes that export's UNet.
+FAULT_PLUGIN = '''
+import os, signal
+from diffusers import ModelMixin
+from mmengine.fileio.backends import LocalBackend
+
+kind, _, target = os.environ.get("FAULT", "").partition(":")
+put, save_pretrained = LocalBackend.put, ModelMixin.save_pretrained
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def faulty_put(self, obj, filepath):
+    if kind == "kill_checkpoint" and os.path.basename(str(filepath)).startswith(target):
+        put(self, obj[:len(obj) // 2], filepath)
+        die()
+    return put(self, obj, filepath)
+
+
+def faulty_save_pretrained(self, save_directory, *args, **kwargs):
+    save_pretrained(self, save_directory, *args, **kwargs)
+    if kind == "kill_export" and target in str(save_directory):
+        weights = max((os.path.join(save_directory, f) for f in os.listdir(save_directory)),
+                      key=os.path.getsize)
+        os.truncate(weights, os.path.getsize(weights) // 2)
+        die()
+
+
+LocalBackend.put, ModelMixin.save_pretrained = faulty_put, faulty_save_pretrained
+'''
+
+
+def folder_bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_kills_inside_checkpoint_and_export_writes_lose_nothing(tmp_path):
+    """teacher_tiny for 8 iterations (checkpoints every 2, exports every 3),
+    killed while writing iter_4.pth, resumed and killed while exporting step6,
+    resumed to the end: the same weights as the uninterrupted run."""
+    from conftest import mim_train
+
+    from diffengine_distill.apis.inference import find_export
+    (tmp_path / "fault_plugin.py").write_text(FAULT_PLUGIN)
+    cfg = tmp_path / "teacher_faults.py"
+    cfg.write_text(f"_base_ = [{ROOT + '/tests/configs/teacher_tiny.py'!r}]\n"
+                   "custom_imports = dict(imports=['fault_plugin'], allow_failed_imports=False)\n")
+    work = tmp_path / "work"
+    PYTHONPATH = os.environ.get("PYTHONPATH", "")
+
+    def train(fault=""):
+        proc = mim_train(str(cfg), work, "--resume", "--cfg-options", "train_cfg.max_iters=8",
+                         env=dict(PYTHONPATH=os.pathsep.join([str(tmp_path), PYTHONPATH]),
+                                  FAULT=fault), check=not fault)
+        assert proc.returncode != 0 or not fault, "the fault did not fire"
+        return proc.stdout + proc.stderr
+
+    # 1. A requeued job's --resume with nothing to resume says so; killed mid-save.
+    log = train("kill_checkpoint:iter_4.pth")
+    assert f"--resume: no checkpoint in {work}; starting from scratch." in log
+    assert sorted(p.name for p in work.glob("iter_*")) == ["iter_2.pth", "iter_4.pth.tmp"]
+    assert (work / "last_checkpoint").read_text() == str(work / "iter_2.pth")
+    step3 = folder_bytes(work / "step3")
+    # 2. Resumed from iter_2; killed while exporting step6 (iter_4 was saved).
+    log = train("kill_export:step6")
+    assert "Advance dataloader 2 steps" in log
+    assert (work / ".step6.tmp").is_dir() and not (work / "step6").exists()
+    assert folder_bytes(work / "step3") == step3
+    assert find_export(str(work)) == str(work / "step3")  # what tools/sample.py would load
+    assert resume_checkpoint(str(work), "auto") == (str(work / "iter_4.pth"), None)
+    # 3. Resumed from iter_4 to the end.
+    log = train()
+    assert "Advance dataloader 4 steps" in log
+    ref = tmp_path / "uninterrupted"  # the plain config: the plugin changes nothing else
+    mim_train(ROOT + "/tests/configs/teacher_tiny.py", ref, "--cfg-options",
+              "train_cfg.max_iters=8")
+    a = torch.load(ref / "iter_8.pth", map_location="cpu", weights_only=True)
+    b = torch.load(work / "iter_8.pth", map_location="cpu", weights_only=True)
+    for part in ("state_dict", "ema_state_dict"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg"], b["optimizer"]["state"][k]["exp_avg"]), k
+    assert not list(work.glob(".*.tmp")) and not list(work.glob("*.tmp"))
+    assert folder_bytes(work / "step8") == folder_bytes(ref / "step8") | {
+        "diffengine_distill.json": (work / "step8" / "diffengine_distill.json").read_bytes()}
+    # 4. Resuming it with another UNet width is refused before any training.
+    from diffengine_distill.apis.train import main
+    with pytest.raises(RuntimeError, match=r"does not match the config's model: unet\.\S+ is "
+                                           r"\(\d+, .*\) in the checkpoint but \(\d+, .*\)"):
+        main([str(ROOT + "/tests/configs/teacher_tiny.py"), "--work-dir", str(work),
+              "--resume", "--cfg-options", "train_cfg.max_iters=10",
+              "model.unet.block_out_channels=(16,16)"])
