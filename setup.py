@@ -35,6 +35,7 @@ INSTALL_REQUIRES = [
     "tensorboard",  # the configs' TensorboardVisBackend
     "scikit-learn>=1.0",  # the digits data set
     "matplotlib>=3.5",  # benchmark plots
+    "datasets>=2.14",  # HFDataset by hub id (diffengine's configs)
     "tqdm",
 ]
 EXTRAS_REQUIRE = {

@@ -12,11 +12,13 @@ import hashlib
 import os
 import shutil
 
+import pytest
 
-def save_to_hub_cache(folder: str, repo_id: str, cache: str) -> str:
-    """Copy ``folder`` into ``cache`` as the snapshot of ``repo_id``; returns
-    the snapshot folder."""
-    repo = os.path.join(str(cache), "models--" + repo_id.replace("/", "--"))
+
+def save_to_hub_cache(folder: str, repo_id: str, cache: str, kind: str = "models") -> str:
+    """Copy ``folder`` into ``cache`` as the snapshot of ``repo_id`` (a
+    ``kind`` repo: models or datasets); returns the snapshot folder."""
+    repo = os.path.join(str(cache), f"{kind}--" + repo_id.replace("/", "--"))
     revision = hashlib.sha1(repo_id.encode()).hexdigest()
     snapshot = os.path.join(repo, "snapshots", revision)
     shutil.rmtree(snapshot, ignore_errors=True)
@@ -101,3 +103,22 @@ def hub_env(cache: str) -> dict:
     """Environment variables that make ``huggingface_hub`` read only ``cache``."""
     return {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
             "HF_HOME": os.path.join(os.path.dirname(str(cache)), "hf_home")}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """A module's local HF cache with every id of ``HUB_IDS``."""
+    root = tmp_path_factory.mktemp("hf")
+    return build_hub_cache(str(root / "hub"), str(root / "work"))
+
+
+@pytest.fixture
+def offline_hub(hub, monkeypatch):
+    """``hub`` as this process's only source of models (``HF_HUB_OFFLINE``)."""
+    import huggingface_hub.constants as constants
+    for key, value in hub_env(hub).items():
+        monkeypatch.setenv(key, value)
+    # huggingface_hub reads these at import: patch the constants too.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", hub)
+    return hub

@@ -290,3 +290,38 @@ def test_diffengine_hooks_and_hf_dataset_refuse_what_they_cannot_do(bases, tmp_p
     if importlib.util.find_spec("datasets") is None:  # hub ids need the datasets package
         with pytest.raises(ImportError, match="pip install datasets"):
             HFDataset("lambdalabs/pokemon-blip-captions")
+
+
+def test_hf_dataset_by_hub_id_offline(tmp_path, monkeypatch):
+    """diffengine's data key, HFDataset(dataset="lambdalabs/pokemon-blip-captions"),
+    from a local Hugging Face cache laid out as the hub repo (a parquet shard
+    with image and text columns), offline."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from diffengine_distill.datasets import HFDataset
+    from hub_cache import save_to_hub_cache
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(3)]
+    repo = tmp_path / "repo" / "data"
+    repo.mkdir(parents=True)
+    features = datasets.Features(image=datasets.Image(), text=datasets.Value("string"))
+    datasets.Dataset.from_dict(
+        dict(image=[Image.fromarray(image) for image in images], text=["a", "b", "c"]),
+        features=features).to_parquet(str(repo / "train-00000-of-00001.parquet"))
+    cache = tmp_path / "hub"
+    save_to_hub_cache(str(repo.parent), "lambdalabs/pokemon-blip-captions", str(cache),
+                      kind="datasets")
+    import huggingface_hub.constants as constants
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    dataset = HFDataset("lambdalabs/pokemon-blip-captions")
+    assert len(dataset) == 3
+    for i in range(3):
+        item = dataset.get_data_info(i)
+        assert item["text"] == "abc"[i] and np.array_equal(item["img"], images[i])
+    with pytest.raises(OSError, match="not in the local Hugging Face cache.*huggingface-cli"):
+        HFDataset("lambdalabs/missing")

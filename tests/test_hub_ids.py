@@ -3,24 +3,8 @@ the real repos' layouts (tests/hub_cache.py), offline."""
 import pytest
 import torch
 
-from hub_cache import CIFAR10, SD15, SDXL, SDXL_VAE, TAESD, TERMINUS, build_hub_cache
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf")
-    return build_hub_cache(str(root / "hub"), str(root / "work"))
-
-
-@pytest.fixture
-def offline_hub(hub, monkeypatch):
-    import huggingface_hub.constants as constants
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", hub)
-    # huggingface_hub reads these at import: patch the constants too.
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", hub)
-    return hub
+from hub_cache import (CIFAR10, SD15, SDXL, SDXL_VAE, TAESD, TERMINUS, hub,  # noqa: F401
+                       offline_hub)
 
 
 @pytest.mark.parametrize("repo, unet_class, scheduler_class, prediction", [

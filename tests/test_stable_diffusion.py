@@ -15,6 +15,7 @@ from conftest import mim_train
 from diffengine_distill.models.editors.base import AdapterTeacher
 from diffengine_distill.registry import MODELS
 from tiny_sd import make_tiny_sd
+from hub_cache import TERMINUS, hub, hub_env, offline_hub  # noqa: F401 (fixtures)
 
 Z, T_STEPS = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), \
     torch.tensor([10, 500])
@@ -52,11 +53,13 @@ ADAM_8BIT = ["optim_wrapper.optimizer.type=AdamW8bit", "optim_wrapper.optimizer.
 
 
 @pytest.fixture(scope="module")
-def runs(bases, captions, tmp_path_factory):
+def runs(bases, captions, hub, tmp_path_factory):
     root = tmp_path_factory.mktemp("sd_runs")
-    for kind in ("sd", "sdxl"):
-        mim_train(f"tests/configs/{kind}_lora_tiny.py", root / kind, "--cfg-options",
-                  *options(bases[kind], captions), *(ADAM_8BIT if kind == "sd" else []))
+    mim_train("tests/configs/sd_lora_tiny.py", root / "sd", "--cfg-options",
+              *options(bases["sd"], captions), *ADAM_8BIT)
+    # The SDXL seed recipe with its own hub ids (terminus, fp16-fix VAE), offline.
+    mim_train("tests/configs/sdxl_lora_tiny.py", root / "sdxl", "--cfg-options",
+              f"train_dataloader.dataset.data_root={captions}", env=hub_env(hub))
     part = root / "sd_part"
     mim_train("tests/configs/sd_lora_tiny.py", part, "--cfg-options",
               *options(bases["sd"], captions), *ADAM_8BIT, "train_cfg.max_iters=2")
@@ -65,11 +68,15 @@ def runs(bases, captions, tmp_path_factory):
     return root
 
 
-def trained_model(kind, base, work):
+def trained_model(kind, base, work, iteration=4):
+    """The model of checkpoint ``iter_<iteration>.pth`` (``base=None``: the
+    config's own base model)."""
     cfg = Config.fromfile(f"tests/configs/{kind}_lora_tiny.py")
-    cfg.model.unet.path = cfg.model.scheduler.path = cfg.model.data_preprocessor.model = base
+    if base is not None:
+        cfg.model.unet.path = cfg.model.scheduler.path = cfg.model.data_preprocessor.model = base
     model = MODELS.build(cfg.model)
-    sd = torch.load(work / "iter_4.pth", map_location="cpu", weights_only=True)["state_dict"]
+    sd = torch.load(work / f"iter_{iteration}.pth", map_location="cpu",
+                    weights_only=True)["state_dict"]
     assert all("lora_" in k for k in sd), "checkpoints keep only the adapters"
     model.load_state_dict(sd)
     return model.eval()
@@ -85,25 +92,54 @@ def unet_out(unet, kind):
         return unet(Z, T_STEPS, encoder_hidden_states=ctx, **extra).sample
 
 
-def test_seed_snippet_loads_the_sdxl_adapter(bases, runs):
-    """The user's snippet, verbatim but for paths and fp32 on CPU."""
+def test_seed_snippet_loads_the_sdxl_adapter(runs, offline_hub):
+    """diffengine's inference snippet for the seed config, verbatim but for
+    fp32 on CPU, the tiny size and 2 steps: the hub ids are the real ones
+    (tiny models in a local cache). Its images equal those of the trained
+    model (the checkpoint's UNet put into the same pipeline)."""
+    from pathlib import Path
+
     from diffusers import AutoencoderKL, DiffusionPipeline
     from peft import PeftModel
-    base, work_dir = bases["sdxl"], runs / "sdxl"
-    vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
-    pipe = DiffusionPipeline.from_pretrained(base, vae=vae, torch_dtype=torch.float32)
-    pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config,
-                                                prediction_type="v_prediction")
-    before = unet_out(pipe.unet, "sdxl")
-    pipe.unet = PeftModel.from_pretrained(pipe.unet, work_dir / "step4" / "unet",
-                                          adapter_name="default")
-    after = unet_out(pipe.unet, "sdxl")
-    trained = unet_out(trained_model("sdxl", base, work_dir).unet, "sdxl")
-    assert torch.equal(after, trained) and (after - before).abs().max() > 1e-3
-    image = pipe("a red digit", num_inference_steps=2, height=16, width=16,
-                 output_type="pt").images
-    assert image.shape == (1, 3, 16, 16) and torch.isfinite(image).all()
-    assert (work_dir / "samples" / "step4.png").is_file()
+    work_dir = runs / "sdxl"
+    # --- the snippet (epoch 1 of 12 captions at batch 2 = step6) ---
+    checkpoint = Path(work_dir / 'step6')
+    prompt = 'yoda pokemon'
+
+    vae = AutoencoderKL.from_pretrained(
+        'madebyollin/sdxl-vae-fp16-fix',
+        torch_dtype=torch.float32,
+    )
+    pipe = DiffusionPipeline.from_pretrained(
+        'ptx0/terminus-xl-gamma-v1', vae=vae, torch_dtype=torch.float32)
+    scheduler_args = {"prediction_type": "v_prediction"}
+    pipe.scheduler = pipe.scheduler.from_config(
+        pipe.scheduler.config, **scheduler_args)
+    pipe.to('cpu')
+    pipe.unet = PeftModel.from_pretrained(pipe.unet, checkpoint / "unet", adapter_name="default")
+    assert not (checkpoint / "text_encoder_one").exists()  # the recipe trains the UNet only
+
+    torch.manual_seed(0)
+    image = pipe(
+        prompt,
+        num_inference_steps=2,
+        height=16,
+        width=16,
+    ).images[0]
+    # --- end of the snippet ---
+    trained = trained_model("sdxl", None, work_dir, iteration=6)
+    reference = DiffusionPipeline.from_pretrained(TERMINUS, vae=vae)
+    reference.scheduler = pipe.scheduler
+    reference.unet = trained.unet
+    torch.manual_seed(0)
+    expected = reference(prompt, num_inference_steps=2, height=16, width=16).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
+    base = DiffusionPipeline.from_pretrained(TERMINUS, vae=vae)
+    base.scheduler = pipe.scheduler
+    torch.manual_seed(0)
+    untrained = base(prompt, num_inference_steps=2, height=16, width=16).images[0]
+    assert not np.array_equal(np.asarray(image), np.asarray(untrained))
+    assert (work_dir / "samples" / "step6.png").is_file()
 
 
 def flatten(tree, prefix=""):

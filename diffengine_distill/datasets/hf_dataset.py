@@ -68,11 +68,27 @@ class HFDataset(BaseDataset):
             raise ImportError(f"HFDataset(dataset={self.dataset_name!r}) loads a hub dataset "
                               "with the `datasets` package: pip install datasets (or save the "
                               "images with a metadata.csv and give the folder).") from err
-        self.rows = datasets.load_dataset(self.dataset_name, cache_dir=self.cache_dir)["train"]
+        self.rows = datasets.load_dataset(self._source(), cache_dir=self.cache_dir)["train"]
         self._check(self.rows.column_names)
         # The caption column alone: reading whole rows would decode every image.
         return [dict(row=i, text=self._caption(caption, i))
                 for i, caption in enumerate(self.rows[self.caption_column])]
+
+    def _source(self) -> str:
+        """The hub id, or offline its snapshot in the Hugging Face hub cache
+        (``datasets`` alone would look only in its own processed cache)."""
+        import os
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes"):
+            return self.dataset_name
+        from huggingface_hub import snapshot_download
+        try:
+            return snapshot_download(self.dataset_name, repo_type="dataset",
+                                     local_files_only=True)
+        except Exception as err:  # noqa: BLE001 (huggingface_hub's several "not cached")
+            raise OSError(f"HFDataset: {self.dataset_name!r} is not in the local Hugging Face "
+                          "cache and HF_HUB_OFFLINE=1 is set: run `huggingface-cli download "
+                          f"--repo-type dataset {self.dataset_name}` on a connected machine, "
+                          "or give a local folder.") from err
 
     def _check(self, columns) -> None:
         columns = list(columns)

@@ -14,7 +14,8 @@ from .utils import exported_model
 
 @HOOKS.register_module()
 class SampleVisualizationHook(Hook):
-    """Sample a fixed-seed grid every ``interval`` iterations (and before training).
+    """Sample a fixed-seed grid every ``interval`` iterations (epochs with
+    ``by_epoch``) and before training.
 
     The grid goes to ``work_dir/samples/step<N>.png`` and to every visualizer
     backend (TensorBoard's image tab, mmengine's local vis_data).
@@ -25,7 +26,7 @@ class SampleVisualizationHook(Hook):
     def __init__(self, interval: int = 1000, num_images: int = 64,
                  num_inference_steps: int | None = None, seed: int = 0,
                  use_ema: bool = True, scale: int = 4, prompts=None,
-                 guidance_scale: float | None = None):
+                 guidance_scale: float | None = None, by_epoch: bool = False):
         if interval <= 0:
             raise ValueError(f"SampleVisualizationHook: interval must be > 0, got {interval}")
         self.interval, self.num_images, self.seed = interval, num_images, seed
@@ -33,13 +34,21 @@ class SampleVisualizationHook(Hook):
         # Text-to-image models: one prompt per image (or one for all) and the
         # pipeline's CFG scale (1 for students distilled from the unguided teacher).
         self.prompts, self.guidance_scale = prompts, guidance_scale
+        self.by_epoch = by_epoch
 
     def before_train(self, runner):
         self.visualize(runner)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.by_epoch:
+            return
         if self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner):
             self.visualize(runner, runner.iter + 1)
+
+    def after_train_epoch(self, runner):
+        if self.by_epoch and (self.every_n_epochs(runner, self.interval)
+                              or runner.epoch + 1 == runner.max_epochs):
+            self.visualize(runner, runner.iter)
 
     def visualize(self, runner, step: int | None = None):
         if not is_main_process():

@@ -1,6 +1,8 @@
 """What every method shares: a UNet, its noise schedule, sampling, export."""
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import logging
 
@@ -437,7 +439,19 @@ class BaseDiffusionModel(BaseModel):
         if self.lora_config is not None:
             self.save_lora(folder, unet)
         else:
-            self.build_pipeline(unet).save_pretrained(folder, safe_serialization=True)
+            pipe = self.build_pipeline(unet)
+            # One dtype for the whole folder: frozen parts kept in bf16/fp16 for
+            # training (data_preprocessor.dtype) are saved in the UNet's, else a
+            # stock from_pretrained would mix dtypes.
+            frozen = {m: m.dtype for m in pipe.components.values()
+                      if isinstance(m, nn.Module) and m.dtype != pipe.unet.dtype}
+            for module in frozen:
+                module.to(pipe.unet.dtype)
+            try:
+                pipe.save_pretrained(folder, safe_serialization=True)
+            finally:
+                for module, dtype in frozen.items():
+                    module.to(dtype)
 
     def export_metadata(self) -> dict:
         """Extra facts an export records in ``diffengine_distill.json``."""
@@ -466,10 +480,17 @@ class BaseDiffusionModel(BaseModel):
         unet = self.bare_unet
         was_training = unet.training
         unet.eval()
+        # Frozen text encoders / VAE kept in bf16 or fp16 (data_preprocessor.dtype)
+        # beside a fp32 UNet: the pipeline mixes them, so sample under autocast
+        # (training casts the conditioning to fp32 itself).
+        frozen = getattr(getattr(self.data_preprocessor, "vae", None), "dtype", unet.dtype)
+        mixed = torch.autocast(unet.device.type, dtype=frozen) if frozen != unet.dtype \
+            else contextlib.nullcontext()
         try:
-            return generate(self.build_pipeline(), seeds, num_inference_steps,
-                            labels=labels, prompts=prompts, guidance_scale=guidance_scale,
-                            progress=False)
+            with mixed:
+                return generate(self.build_pipeline(), seeds, num_inference_steps,
+                                labels=labels, prompts=prompts,
+                                guidance_scale=guidance_scale, progress=False)
         finally:
             unet.train(was_training)
 
