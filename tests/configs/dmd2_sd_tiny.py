@@ -1,7 +1,9 @@
 # Seconds-long DMD2 runs (real-score CFG, TTUR 2, GAN term) of a tiny SD folder.
 _base_ = ["../../configs/dmd/dmd2_sd15.py"]
 
-model = dict(critic_updates_per_generator=2, data_preprocessor=dict(dtype="float32"))
+# GAN from iteration 2 (dmd2_sd15's gan_start_iter is 39000): both phases run.
+model = dict(critic_updates_per_generator=2, gan_start_iter=2,
+             data_preprocessor=dict(dtype="float32"))
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
     pipeline=[dict(type="LoadImage", color_type="rgb"),
               dict(type="SDXLResizeCrop", size=16), dict(type="PackInputs")]))
