@@ -319,6 +319,39 @@ def test_regression_loss_uses_the_pairs():
     torch.testing.assert_close(out["loss_regression"], expected, rtol=1e-5, atol=1e-7)
 
 
+def test_regression_only_pretraining_then_generator_init(tmp_path):
+    """dm_weight=0 (DMD2's SDXL ODE stage): the generator learns the pairs' L2
+    alone (value checked by hand), the critic is untouched; generator_init then
+    starts a generator from that export while both scores stay the teacher."""
+    model = build(dm_weight=0.0, regression_weight=1.0, regression_loss="l2")
+    wrappers = optim_wrappers(model)
+    data = batch(noise=True)
+    fresh = build(dm_weight=0.0, regression_weight=1.0, regression_loss="l2")
+    critic = {k: v.clone() for k, v in model.critic.state_dict().items()}
+    out = model.train_step(data, wrappers)
+    assert set(out) == {"loss_regression"}
+    pre = model.data_preprocessor(data, True)
+    noise, images = pre["data_samples"]["noise"], pre["inputs"]
+    with torch.no_grad():
+        v = fresh.unet(noise, torch.full((4,), T - 1),
+                       class_labels=pre["data_samples"]["labels"]).sample
+        a, s = (c.float() for c in fresh.schedule.alpha_sigma(T - 1))
+        expected = F.mse_loss(a * noise - s * v, images)
+    torch.testing.assert_close(out["loss_regression"], expected, rtol=1e-5, atol=1e-7)
+    assert all(torch.equal(critic[k], v) for k, v in model.critic.state_dict().items())
+    trained = model.unet.state_dict()
+    assert any(not torch.equal(trained[k], v) for k, v in fresh.unet.state_dict().items())
+    model.build_pipeline().save_pretrained(tmp_path / "pretrained")
+    torch.manual_seed(0)  # the same random teacher as build()'s, without its critic noise
+    second = DMD(unet=UNET, scheduler=SCHEDULER, prediction_type="v_prediction",
+                 regression_weight=0.0, generator_init=str(tmp_path / "pretrained"))
+    for k, v in second.unet.state_dict().items():
+        assert torch.equal(v, trained[k]), k
+    base = fresh.teacher_unet.state_dict()
+    assert all(torch.equal(second.teacher_unet.state_dict()[k], v) for k, v in base.items())
+    assert all(torch.equal(second.critic.unet.state_dict()[k], v) for k, v in base.items())
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(critic_updates_per_generator=0), "critic_updates_per_generator=0 must be"),
     (dict(critic_updates_per_generator=1.5), "must be an integer >= 1"),
@@ -329,6 +362,9 @@ def test_regression_loss_uses_the_pairs():
     (dict(gan_generator_weight=-1e-3, gan_critic_weight=1e-2), "must be >= 0"),
     (dict(gan_start_iter=10), "needs GAN weights"),
     (dict(generator_timestep=399, num_generator_steps=4), "one-step generator"),
+    (dict(dm_weight=0.0), "needs model.regression_weight > 0"),
+    (dict(dm_weight=0.0, regression_weight=1.0, regression_loss="l2",
+          gan_generator_weight=1e-3, gan_critic_weight=1e-2), "trains no critic"),
     (dict(unet={k: v for k, v in UNET.items() if k != "num_class_embeds"},
           real_guidance_scale=2.0), "unconditional: set model.real_guidance_scale=1"),
 ])

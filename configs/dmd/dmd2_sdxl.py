@@ -7,8 +7,9 @@
 # The export samples one DDIM step from t = 399 (leading grid, steps_offset 399):
 #   pipe(prompt, num_inference_steps=1, guidance_scale=1.0)
 # Officially the generator starts from ~2k iterations of LPIPS regression on 10k
-# teacher ODE pairs at t = 399 (lr 1e-5); this config starts from the teacher
-# (regression-only pre-training is not provided here).
+# teacher ODE pairs at t = 399 (lr 1e-5): dmd_sdxl_ode_pretrain.py, then add
+# --cfg-options model.generator_init=work_dirs/dmd_sdxl_ode_pretrain/step2000
+# (without it the generator starts from the teacher).
 # Batch: PER PROCESS (officially 2 per GPU on 64 GPUs = 128 global):
 #   mim train diffengine_distill dmd2_sdxl.py --gpus 8 --launcher pytorch --amp
 _base_ = ["./dmd2_sd15.py"]

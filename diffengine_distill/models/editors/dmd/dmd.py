@@ -11,7 +11,7 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ...builders import build_scheduler, load_vae
+from ...builders import build_scheduler, build_unet, load_vae
 from ...diffusion import ddim_step, per_sample, prediction_target, split_prediction
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel, cat_conditions
@@ -67,6 +67,12 @@ class DMD(BaseDiffusionModel):
         critic_loss: denoising loss of the fake score on generator samples,
             over all t; ``DiffusionLoss`` with ``snr`` weighting is the eps-MSE
             of DDPM-style teachers.
+        dm_weight: weight of the distribution-matching loss (1); 0 with a
+            regression weight is a regression-only pre-training on teacher ODE
+            pairs (DMD2's SDXL generator starts from ~2k such iterations); the
+            critic is then not trained.
+        generator_init: an export folder whose UNet initialises the generator
+            (e.g. that pre-training's); the real and fake scores stay the teacher.
         regression_weight: DMD's lambda_reg (0.25) on the regression loss
             against teacher ODE pairs (``PairsDataset``); 0 disables it (DMD2).
         regression_loss: ``lpips`` (the paper; needs the lpips package and
@@ -103,7 +109,8 @@ class DMD(BaseDiffusionModel):
                  real_guidance_scale: float = 1.0, null_class: int | None = None,
                  critic_loss: dict | None = None, regression_weight: float = 0.25,
                  regression_loss: str = "lpips", regression_vae: dict | None = None,
-                 critic_updates_per_generator: int = 1,
+                 critic_updates_per_generator: int = 1, dm_weight: float = 1.0,
+                 generator_init: str | None = None,
                  gan_generator_weight: float = 0.0, gan_critic_weight: float = 0.0,
                  gan_t_max: int | None = None, gan_start_iter: int = 0,
                  generator_timestep: int | None = None, seed: int = 0, **kwargs):
@@ -129,6 +136,10 @@ class DMD(BaseDiffusionModel):
         self.critic_loss = MODELS.build(critic_loss or dict(type="DiffusionLoss",
                                                             weighting="snr"))
         self.regression_weight = float(regression_weight)
+        self.dm_weight = float(dm_weight)
+        if self.dm_weight < 0 or (self.dm_weight == 0 and not self.regression_weight):
+            raise ValueError(f"dm_weight={dm_weight} must be >= 0, and 0 (regression-only "
+                             "pre-training) needs model.regression_weight > 0.")
         if regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, "
                              f"got {regression_loss!r}.")
@@ -176,6 +187,15 @@ class DMD(BaseDiffusionModel):
             fake_score.delete_adapters("default")
             fake_score.requires_grad_(True)
         self.critic = DMDCritic(fake_score, gan=self.gan)
+        if self.dm_weight == 0 and self.gan:
+            raise ValueError("A regression-only pre-training (dm_weight=0) trains no critic: "
+                             "set model.gan_generator_weight=gan_critic_weight=0.")
+        if generator_init:
+            if self.lora_config is not None:
+                raise ValueError("model.generator_init loads a whole UNet; a LoRA generator "
+                                 "cannot take it (remove model.lora_config).")
+            source = build_unet(dict(type="pretrained", path=generator_init, subfolder="unet"))
+            self.bare_unet.load_state_dict(source.state_dict())
         # Persistent: the TTUR phase and the simulated step depend on it.
         self.register_buffer("iteration", torch.tensor(0))
 
@@ -298,8 +318,10 @@ class DMD(BaseDiffusionModel):
                          y_ref: Tensor | None, rng=None) -> tuple[dict, dict]:
         """(losses, logged statistics) of the generator update."""
         rng = _rng(rng, x)
-        dm, stats = self.distribution_matching_loss(x, labels, rng)
-        losses = dict(loss_dm=dm)
+        losses, stats = {}, {}
+        if self.dm_weight:
+            dm, stats = self.distribution_matching_loss(x, labels, rng)
+            losses["loss_dm"] = self.dm_weight * dm
         if x_ref is not None:
             losses["loss_regression"] = self.regression_weight * self.regression(x_ref, y_ref)
         if self.gan_generator_weight:
@@ -380,11 +402,12 @@ class DMD(BaseDiffusionModel):
         else:
             with torch.no_grad(), optim_wrapper["generator"].optim_context(self.unet):
                 x = self.generator_x0(self.unet, z[:n], self.timesteps[index], labels)
-        critic_optim = optim_wrapper["critic"]
-        with critic_optim.optim_context(self.critic):
-            losses = self.critic_losses(x.detach().float(), labels, images, rng)
-        critic_optim.update_params(sum(losses.values()))
-        log.update(losses)
+        if self.dm_weight or self.gan:  # no critic in a regression-only pre-training
+            critic_optim = optim_wrapper["critic"]
+            with critic_optim.optim_context(self.critic):
+                losses = self.critic_losses(x.detach().float(), labels, images, rng)
+            critic_optim.update_params(sum(losses.values()))
+            log.update(losses)
         self.iteration += 1
         return {k: v.detach() for k, v in log.items()}
 
