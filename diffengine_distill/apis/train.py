@@ -223,9 +223,10 @@ def check_model_matches(model, path: str) -> None:
     """Resume loads weights with strict=False (mmengine): a checkpoint of another
     model (say another UNet width) would load partially and train on. Refuse it."""
     import torch
-    from mmengine.runner.checkpoint import get_state_dict
+    from mmengine.model import is_model_wrapper
     saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
-    own = get_state_dict(model)
+    # The keys mmengine saves (state_dict hooks drop frozen parts and DDP prefixes).
+    own = (model.module if is_model_wrapper(model) else model).state_dict()
     for key, value in own.items():
         if key in saved and tuple(saved[key].shape) != tuple(value.shape):
             raise RuntimeError(
