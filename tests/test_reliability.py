@@ -215,14 +215,15 @@ def test_truncated_images_are_named_before_training(tmp_path):
 # -- kills inside a checkpoint write and inside an export, then --resume --------------------
 # Loaded by the training process through the config's custom_imports; FAULT
 # says where to die: "kill_checkpoint:<file>" writes half of that checkpoint
-# then SIGKILLs itself, "kill_export:<folder>" half-writes that export's UNet.
+# then SIGKILLs itself, "kill_export:<folder>" writes that export (pipeline
+# files, model_index.json included), cuts its largest file in half and dies.
 FAULT_PLUGIN = '''
 import os, signal
-from diffusers import ModelMixin
+from diffusers import DiffusionPipeline
 from mmengine.fileio.backends import LocalBackend
 
 kind, _, target = os.environ.get("FAULT", "").partition(":")
-put, save_pretrained = LocalBackend.put, ModelMixin.save_pretrained
+put, save_pretrained = LocalBackend.put, DiffusionPipeline.save_pretrained
 
 
 def die():
@@ -239,13 +240,13 @@ def faulty_put(self, obj, filepath):
 def faulty_save_pretrained(self, save_directory, *args, **kwargs):
     save_pretrained(self, save_directory, *args, **kwargs)
     if kind == "kill_export" and target in str(save_directory):
-        weights = max((os.path.join(save_directory, f) for f in os.listdir(save_directory)),
-                      key=os.path.getsize)
+        weights = max((os.path.join(d, f) for d, _, files in os.walk(save_directory)
+                       for f in files), key=os.path.getsize)
         os.truncate(weights, os.path.getsize(weights) // 2)
         die()
 
 
-LocalBackend.put, ModelMixin.save_pretrained = faulty_put, faulty_save_pretrained
+LocalBackend.put, DiffusionPipeline.save_pretrained = faulty_put, faulty_save_pretrained
 '''
 
 
@@ -284,9 +285,9 @@ def test_kills_inside_checkpoint_and_export_writes_lose_nothing(tmp_path):
     # 2. Resumed from iter_2; killed while exporting step6 (iter_4 was saved).
     log = train("kill_export:step6")
     assert "Advance dataloader 2 steps" in log
-    assert (work / ".step6.tmp").is_dir() and not (work / "step6").exists()
-    assert folder_bytes(work / "step3") == step3
+    assert folder_bytes(work / "step3") == step3 and not (work / "step6").exists()
     assert find_export(str(work)) == str(work / "step3")  # what tools/sample.py would load
+    assert (work / ".step6.tmp").is_dir()  # the partial export, hidden
     assert resume_checkpoint(str(work), "auto") == (str(work / "iter_4.pth"), None)
     # 3. Resumed from iter_4 to the end.
     log = train()
