@@ -68,15 +68,13 @@ def runs(bases, captions, hub, tmp_path_factory):
     return root
 
 
-def trained_model(kind, base, work, iteration=4):
-    """The model of checkpoint ``iter_<iteration>.pth`` (``base=None``: the
-    config's own base model)."""
+def trained_model(kind, base, work, checkpoint="iter_4.pth"):
+    """The model of ``checkpoint`` (``base=None``: the config's own base model)."""
     cfg = Config.fromfile(f"tests/configs/{kind}_lora_tiny.py")
     if base is not None:
         cfg.model.unet.path = cfg.model.scheduler.path = cfg.model.data_preprocessor.model = base
     model = MODELS.build(cfg.model)
-    sd = torch.load(work / f"iter_{iteration}.pth", map_location="cpu",
-                    weights_only=True)["state_dict"]
+    sd = torch.load(work / checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert all("lora_" in k for k in sd), "checkpoints keep only the adapters"
     model.load_state_dict(sd)
     return model.eval()
@@ -127,7 +125,7 @@ def test_seed_snippet_loads_the_sdxl_adapter(runs, offline_hub):
         width=16,
     ).images[0]
     # --- end of the snippet ---
-    trained = trained_model("sdxl", None, work_dir, iteration=6)
+    trained = trained_model("sdxl", None, work_dir, checkpoint="epoch_1.pth")
     reference = DiffusionPipeline.from_pretrained(TERMINUS, vae=vae)
     reference.scheduler = pipe.scheduler
     reference.unet = trained.unet
