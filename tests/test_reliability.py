@@ -132,7 +132,10 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, m
             raise NotImplementedError  # only saved here
 
     runner = atomic_runner()(
-        model=Toy(), work_dir=str(tmp_path), train_dataloader=torch.utils.data.DataLoader([0]),
+        # default_scope: a Runner built in-process sets mmengine's global scope,
+        # which later tests' MODELS.build would inherit.
+        model=Toy(), work_dir=str(tmp_path), default_scope="diffengine_distill",
+        train_dataloader=torch.utils.data.DataLoader([0]),
         train_cfg=dict(by_epoch=False, max_iters=1),
         optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)))
     save = dict(save_optimizer=False, save_param_scheduler=False)
