@@ -564,7 +564,7 @@ def dmd_text_model(base, **kw):
     cfg = Config.fromfile("tests/configs/dmd2_sd_tiny.py").model
     cfg.unet.path = cfg.scheduler.path = cfg.data_preprocessor.model = base
     cfg.update(regression_weight=0.25, critic_updates_per_generator=1, gan_generator_weight=0.0,
-               gan_critic_weight=0.0, **kw)
+               gan_critic_weight=0.0, gan_start_iter=0, **kw)
     return MODELS.build(cfg)
 
 
