@@ -36,8 +36,9 @@ SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
 TERMINUS = "ptx0/terminus-xl-gamma-v1"
 SDXL_VAE = "madebyollin/sdxl-vae-fp16-fix"
 TAESD = "madebyollin/taesd"
+TAESDXL = "madebyollin/taesdxl"
 CIFAR10 = "google/ddpm-cifar10-32"
-HUB_IDS = (SD15, SDXL, TERMINUS, SDXL_VAE, TAESD, CIFAR10)
+HUB_IDS = (SD15, SDXL, TERMINUS, SDXL_VAE, TAESD, TAESDXL, CIFAR10)
 
 # google/ddpm-cifar10-32's scheduler_config.json
 CIFAR10_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
@@ -84,10 +85,11 @@ def build_hub_cache(cache: str, work: str) -> str:
     folder = os.path.join(work, "sdxl_vae")
     AutoencoderKL(**VAE, scaling_factor=0.13025).save_pretrained(folder)
     save_to_hub_cache(folder, SDXL_VAE, cache)
-    folder = os.path.join(work, "taesd")
-    AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
-                    decoder_block_out_channels=(8, 8, 8, 8)).save_pretrained(folder)
-    save_to_hub_cache(folder, TAESD, cache)
+    for repo in (TAESD, TAESDXL):
+        folder = os.path.join(work, repo.split("/")[1])
+        AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
+                        decoder_block_out_channels=(8, 8, 8, 8)).save_pretrained(folder)
+        save_to_hub_cache(folder, repo, cache)
 
     folder = os.path.join(work, "cifar10")
     unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=1,

@@ -114,7 +114,7 @@ def _pairs_key(cfg) -> str:
     base = _base_model(cfg) or ""
     if base.startswith("work_dirs/"):
         return "digits_cond"
-    return {CIFAR10: "cifar10", SD15: "sd15"}.get(base, "sd15")
+    return {CIFAR10: "cifar10", SD15: "sd15", SDXL: "sdxl"}[base]
 
 
 def _run(cmd, env, log):
@@ -192,7 +192,8 @@ def smoke(request, tmp_path_factory):
             if not ready and not data.get("pairs_made"):  # only pair readers are left
                 jobs = [("digits_cond", "ddpm_v_digits_cond"), ("cifar10", CIFAR10),
                         ("sd15", SD15, "--prompts", data["prompts"], "--guidance-scale",
-                         "3", "--solver", "pndm")]
+                         "3", "--solver", "pndm"),
+                        ("sdxl", SDXL, "--prompts", data["prompts"], "--guidance-scale", "8")]
                 jobs = [job for job in jobs if job[0] in pairs_wanted]
                 jobs = [(k, _teacher_export(t, runs) if t in NAMES else t, *rest)
                         for k, t, *rest in jobs]
