@@ -14,7 +14,7 @@ from PIL import Image
 from hub_cache import save_to_hub_cache
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOOLS = ["tools/sample.py", "tools/evaluate.py", "tools/make_pairs.py", "tools/strip.py",
+TOOLS = ["tools/train.py", "tools/sample.py", "tools/evaluate.py", "tools/make_pairs.py", "tools/strip.py",
          "tools/benchmark/throughput.py", "tools/benchmark/pd_quality.py",
          "tools/benchmark/sfd_quality.py", "tools/benchmark/dmd_quality.py"]
 HEAVY = {"torch", "diffusers", "transformers", "peft", "bitsandbytes", "mmengine"}
@@ -34,6 +34,13 @@ def test_help_loads_no_heavy_module(path):
                 for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "argparse" in imported  # the -X importtime report is there
     assert not imported & HEAVY, sorted(imported & HEAVY)
+
+
+def test_train_refuses_nonsense_process_counts():
+    for args, message in ((["--gpus", "0"], "--gpus: expected an integer >= 1, got '0'"),
+                          (["--local-rank", "-1"], "expected an integer >= 0, got '-1'")):
+        proc = tool("tools/train.py", "x.py", *args)
+        assert proc.returncode == 2 and message in proc.stderr.splitlines()[-1], proc.stderr
 
 
 BAD = [  # (tool, arguments, what the one line must say)

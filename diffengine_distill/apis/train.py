@@ -16,6 +16,19 @@ EXTRA_KEYS = {"model_wrapper_cfg", "compile", "custom_imports", "default_scope",
               "filename", "work_dir", "launcher"}
 
 
+def _count(least: int):
+    """An argparse type: an integer >= ``least``."""
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
+        return value
+    return count
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train / distil a diffusion model.")
     p.add_argument("config", help="config file path")
@@ -30,10 +43,10 @@ def parse_args(argv=None):
                    help="override config entries, e.g. train_cfg.max_iters=100")
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
                    default="none")
-    p.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    p.add_argument("--local-rank", "--local_rank", type=_count(0), default=0)
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
                    help="mim passes --device cpu when no --gpus is given")
-    p.add_argument("--gpus", type=int, default=None, help="accepted from mim; "
+    p.add_argument("--gpus", type=_count(1), default=None, help="accepted from mim; "
                    "use --launcher pytorch for several processes")
     return p.parse_args(argv)
 
