@@ -1,12 +1,15 @@
-"""diffengine_distill: distil slow diffusers models into few-step samplers."""
-from .version import __version__
-from .utils.safe_load import allow_mmengine_checkpoints
+"""diffengine_distill: distil slow diffusers models into few-step samplers.
 
-allow_mmengine_checkpoints()
+Importing the package loads only what exports need to sample (the diffusion
+math, the schedulers and the pipeline), never the training stack (mmengine,
+the method editors, the tools' APIs): those load with
+``diffengine_distill.registry`` / ``.models`` / ``.apis``.
+"""
+from .version import __version__
 
 # Top-level so that exports naming ["diffengine_distill", <class>] in their
 # model_index.json load with diffusers' from_pretrained.
-from .pipelines import SamplerPipeline  # noqa: E402
-from .schedulers import GridDDIMScheduler, SFDScheduler  # noqa: E402
+from .pipelines import SamplerPipeline
+from .schedulers import GridDDIMScheduler, SFDScheduler
 
 __all__ = ["GridDDIMScheduler", "SFDScheduler", "SamplerPipeline", "__version__"]

@@ -32,6 +32,8 @@ from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
+from .utils.safe_load import allow_mmengine_checkpoints
+
 __all__ = [
     "DATASETS", "DATA_SAMPLERS", "EVALUATOR", "FUNCTIONS", "HOOKS", "INFERENCERS",
     "LOG_PROCESSORS", "LOOPS", "METRICS", "MODELS", "MODEL_WRAPPERS", "OPTIMIZERS",
@@ -85,3 +87,7 @@ FUNCTIONS = _child("function", MMENGINE_FUNCTIONS, DATASETS_PKG)
 METRICS = _child("metric", MMENGINE_METRICS, ["diffengine_distill.evaluation"])
 EVALUATOR = _child("evaluator", MMENGINE_EVALUATOR, ["diffengine_distill.evaluation"])
 INFERENCERS = _child("inferencer", MMENGINE_INFERENCERS, ["diffengine_distill.apis"])
+
+# Checkpoints hold mmengine's types: allow exactly those for torch.load
+# (weights_only stays on) wherever the training stack is loaded.
+allow_mmengine_checkpoints()

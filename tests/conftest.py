@@ -54,7 +54,7 @@ def assert_same_training(one, two, trained_prefix="unet."):
     rounding of zero (a few entries may step either way)."""
     import torch
 
-    import diffengine_distill  # noqa: F401  (allow-lists mmengine's types for torch.load)
+    import diffengine_distill.registry  # noqa: F401  (allow-lists mmengine's types for torch.load)
     a = torch.load(one, map_location="cpu", weights_only=True)
     b = torch.load(two, map_location="cpu", weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()  # no DDP "module." keys

@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler
 
 from diffengine_distill.models import DiffusionLoss, DiffusionModel
-from diffengine_distill.models.diffusion import (VPSchedule, convert_prediction,
+from diffengine_distill.diffusion import (VPSchedule, convert_prediction,
                                                  ddim_step, split_prediction)
 from diffengine_distill.models.losses import snr_weight
 
@@ -91,7 +91,8 @@ def test_vp_schedule_matches_scheduler(cfg):
 def test_vp_schedule_from_config_dict():
     cfg = dict(type="DDPMScheduler", num_train_timesteps=1024,
                beta_schedule="squaredcos_cap_v2")
-    vp = VPSchedule.from_scheduler(cfg)
+    from diffengine_distill.models.builders import build_scheduler
+    vp = VPSchedule.from_scheduler(build_scheduler(cfg))
     ref = DDPMScheduler(num_train_timesteps=1024, beta_schedule="squaredcos_cap_v2")
     assert torch.equal(vp.alpha_bar(torch.arange(1024)), ref.alphas_cumprod.double())
 

@@ -11,7 +11,7 @@ from mmengine.config import Config
 from conftest import kill_then_resume, mim_train, run
 from diffengine_distill.apis.inference import generate, load_pipeline
 from diffengine_distill.engine.optimizers import PerModuleOptimWrapperConstructor
-from diffengine_distill.models.diffusion import prediction_target, split_prediction
+from diffengine_distill.diffusion import prediction_target, split_prediction
 from diffengine_distill.models.editors.dmd import DMD, dm_gradient, dm_loss
 from diffengine_distill.models.editors.dmd.dmd import generator_timesteps
 from diffengine_distill.registry import MODELS

@@ -7,7 +7,7 @@ from mmengine.config import Config
 
 from conftest import mim_train
 from diffengine_distill.apis.inference import generate
-from diffengine_distill.models.diffusion import VPSchedule
+from diffengine_distill.diffusion import VPSchedule
 from diffengine_distill.models.editors.progressive_distillation import pd_target, student_grid
 from diffengine_distill.registry import MODELS
 

@@ -10,9 +10,9 @@ from mmengine.config import Config
 from conftest import mim_train
 from diffengine_distill import SamplerPipeline, SFDScheduler
 from diffengine_distill.apis.inference import generate
-from diffengine_distill.models.diffusion import (VPSchedule, afs_step, denoised, euler_step,
+from diffengine_distill.diffusion import (VPSchedule, afs_step, denoised, euler_step,
                                                  model_input, sigma_schedule)
-from diffengine_distill.models.diffusion.solvers import solve
+from diffengine_distill.diffusion.solvers import solve
 from diffengine_distill.registry import MODELS
 
 T = 1024

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from diffengine_distill.models.diffusion.solvers import (MAX_ORDER, SOLVERS, _dynamic_threshold,
+from diffengine_distill.diffusion.solvers import (MAX_ORDER, SOLVERS, _dynamic_threshold,
                                                           check_solver, solve, solver_nfe)
 
 MU, S = 0.3, 0.5

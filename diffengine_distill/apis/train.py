@@ -335,7 +335,7 @@ def main(argv=None):
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch touches CUDA
-    import diffengine_distill  # noqa: F401  (safe-globals for --resume)
+    import diffengine_distill.registry  # noqa: F401  (safe-globals for --resume)
     notes = []
     cfg = build_config(args, notes)
     setup_cpu_distributed(cfg)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import os
 import os.path as osp
 
 import diffusers
 from torch import nn
 
+from diffengine_distill import pipelines, schedulers
 from diffengine_distill.registry import MODELS
 
 # Register the diffusers networks so configs can build them by name.
@@ -60,10 +60,14 @@ def load_vae(path: str, class_name: str = "AutoencoderKL", subfolder: str | None
                            subfolder=subfolder, **kwargs)
 
 
+def _own_class(name: str | None):
+    """This package's schedulers and pipeline (what exports name)."""
+    return getattr(schedulers, name or "", None) or getattr(pipelines, name or "", None)
+
+
 def _class_by_name(name: str, default: str):
     """A diffusers (or diffengine_distill) class by name."""
-    import diffengine_distill
-    cls = getattr(diffusers, name or default, None) or getattr(diffengine_distill, name or "", None)
+    cls = getattr(diffusers, name or default, None) or _own_class(name)
     if cls is None:
         raise ValueError(f"Neither diffusers nor diffengine_distill has a class {name!r}.")
     return cls
@@ -138,8 +142,7 @@ def build_scheduler(cfg: dict | object, base_config: dict | None = None):
         return load_pretrained(_class_by_name(name, "DDPMScheduler"), path,
                                subfolder=subfolder, **cfg)
     else:
-        import diffengine_distill
-        cls = getattr(diffusers, kind, None) or getattr(diffengine_distill, kind, None)
+        cls = getattr(diffusers, kind, None) or _own_class(kind)
     if cls is None or not hasattr(cls, "from_config"):
         raise ValueError(f"Unknown diffusers scheduler type {kind!r}.")
     # diffusers only warns about unknown keys; a typo must not pass silently.

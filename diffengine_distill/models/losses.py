@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from diffengine_distill.registry import MODELS
 
-from .diffusion import check_prediction_type
+from ..diffusion import check_prediction_type
 
 WEIGHTINGS = ("uniform", "snr", "truncated_snr", "snr_plus_one", "min_snr")
 

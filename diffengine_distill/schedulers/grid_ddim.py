@@ -15,7 +15,7 @@ from diffusers import DDIMScheduler
 from diffusers import SchedulerMixin  # noqa: F401
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 
-from diffengine_distill.models.diffusion import VPSchedule, ddim_step, split_prediction
+from diffengine_distill.diffusion import VPSchedule, ddim_step, split_prediction
 
 
 class GridDDIMScheduler(DDIMScheduler):

@@ -21,8 +21,9 @@ from diffusers import DDPMScheduler, SchedulerMixin  # noqa: F401 (diffusers' lo
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-from diffengine_distill.models.diffusion import (VPSchedule, afs_step, denoised, euler_step,
-                                                 model_input, sigma_schedule)
+from diffengine_distill.diffusion import (VPSchedule, afs_step, denoised, euler_step,
+                                          model_input, sigma_schedule)
+from diffengine_distill.diffusion.sfd_steps import nfe, step_labels, timestamps
 
 
 class SFDScheduler(SchedulerMixin, ConfigMixin):
@@ -55,13 +56,13 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
 
     # -- NFE <-> timestamps ----------------------------------------------------
     def nfe(self, num_steps: int) -> int:
-        return num_steps - 1 - int(self.config.afs)
+        return nfe(num_steps, self.config.afs)
 
     def num_steps_for(self, num_inference_steps: int | None) -> int:
         cfg = self.config
         if num_inference_steps is None:
             return cfg.num_steps
-        num_steps = num_inference_steps + 1 + int(cfg.afs)
+        num_steps = timestamps(num_inference_steps, cfg.afs)
         if cfg.step_range is not None:
             lo, hi = cfg.step_range
             if not lo <= num_steps <= hi:
@@ -102,7 +103,6 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         size = self.config.step_condition_size
         if size is None:
             return class_labels
-        from diffengine_distill.models.editors.sfd.step_condition import step_labels
         return step_labels(class_labels, self.num_steps, size, batch_size, device)
 
     def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:

@@ -75,7 +75,7 @@ def teacher_solver_images(teacher, noise, nfe_list, ref_steps=256):
     import torch
     from mmengine.config import Config
 
-    from diffengine_distill.models.diffusion.solvers import solve
+    from diffengine_distill.diffusion.solvers import solve
     from diffengine_distill.registry import MODELS
     cfg = Config.fromfile(osp.join(ROOT, CONFIG))
     cfg.model.unet.path = cfg.model.scheduler.path = teacher

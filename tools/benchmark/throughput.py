@@ -79,7 +79,7 @@ METHODS = {
 
 def build_model(method: str, kind: str, device):
     from diffengine_distill.registry import MODELS
-    import diffengine_distill  # noqa: F401  (registers the models)
+    import diffengine_distill.models  # noqa: F401  (registers the models)
     cfg = dict(METHODS[method], unet=build_unet(kind), scheduler=SCHEDULERS[kind])
     return MODELS.build(cfg).to(device)
 

@@ -1,5 +1,5 @@
 from .base import BaseDiffusionModel
-from .diffusion import DiffusionModel
+from .teacher import DiffusionModel
 from .dmd import DMD
 from .progressive_distillation import ProgressiveDistillation
 from .sfd import SFD

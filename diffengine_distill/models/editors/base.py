@@ -15,7 +15,7 @@ from diffengine_distill.pipelines import SamplerPipeline
 from diffengine_distill.registry import MODELS
 
 from ..builders import build_scheduler, build_unet
-from ..diffusion import VPSchedule, check_prediction_type, per_sample
+from ...diffusion import VPSchedule, check_prediction_type, per_sample
 
 # The exported sampler: DDIM whose last step returns x0_hat (alpha_bar = 1)
 # and whose N-step grid starts at T-1 (trailing), pinned in every export
@@ -58,7 +58,7 @@ def add_lora(unet, options: dict, key: str = "lora_config"):
     ``dict(type="LoRA", ...)``; ``key`` names the config key in errors."""
     from peft import LoraConfig
 
-    from .diffusion.diffengine_compat import lora_options
+    from .teacher.diffengine_compat import lora_options
     config = LoraConfig(**lora_options(options, key))
     unet.requires_grad_(False)
     try:
@@ -240,7 +240,7 @@ class BaseDiffusionModel(BaseModel):
                  gradient_checkpointing: bool = False, attention: str = "sdpa",
                  init_cfg: dict | None = None, base_model: str | None = None,
                  **diffengine_keys):
-        from .diffusion.diffengine_compat import translate_keys
+        from .teacher.diffengine_compat import translate_keys
         base_model, lora_config, data_preprocessor, attention = translate_keys(
             type(self).__name__, diffengine_keys, base_model, lora_config,
             data_preprocessor, attention)
@@ -476,7 +476,7 @@ class BaseDiffusionModel(BaseModel):
                guidance_scale: float | None = None) -> Tensor:
         """Images in [-1, 1] through the export's own pipeline and sampler
         (``prompts`` and CFG ``guidance_scale`` for text-to-image models)."""
-        from diffengine_distill.apis.inference import generate
+        from diffengine_distill.pipelines.generate import generate
         unet = self.bare_unet
         was_training = unet.training
         unet.eval()

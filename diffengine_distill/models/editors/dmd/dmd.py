@@ -12,7 +12,7 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ...builders import build_scheduler, build_unet, load_vae
-from ...diffusion import ddim_step, per_sample, prediction_target, split_prediction
+from ....diffusion import ddim_step, per_sample, prediction_target, split_prediction
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel, cat_conditions
 from ..sample_rng import GlobalRNG, batch_rng

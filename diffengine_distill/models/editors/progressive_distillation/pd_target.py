@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ...diffusion import VPSchedule, ddim_step, per_sample, split_prediction
+from ....diffusion import VPSchedule, ddim_step, per_sample, split_prediction
 
 
 def student_grid(num_train_timesteps: int, student_steps: int, index: Tensor) -> tuple:

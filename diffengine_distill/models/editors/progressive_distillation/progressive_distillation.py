@@ -8,7 +8,7 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ...diffusion import check_prediction_type, ddim_step, prediction_target, split_prediction
+from ....diffusion import check_prediction_type, ddim_step, prediction_target, split_prediction
 from ..base import AdapterTeacher, BaseDiffusionModel
 from ..sample_rng import batch_rng
 from .guidance_embedding import add_guidance_embedding, guidance_scale_embedding

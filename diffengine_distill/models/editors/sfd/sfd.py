@@ -11,8 +11,9 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ...builders import build_scheduler, load_vae
-from ...diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input, sigma_schedule
-from ...diffusion.solvers import check_solver, solve
+from ....diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input, sigma_schedule
+from ....diffusion.sfd_steps import nfe, timestamps
+from ....diffusion.solvers import check_solver, solve
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel
 from .step_condition import add_step_condition, folded_step_condition, step_labels
@@ -313,7 +314,7 @@ class SFD(BaseDiffusionModel):
             x = x_next.detach()
         self.iteration += 1
         return dict(loss=torch.stack(losses).mean(), updates=torch.tensor(float(len(losses))),
-                    nfe=torch.tensor(float(num_steps - 1 - self.afs)))
+                    nfe=torch.tensor(float(self.nfe(num_steps))))
 
     def check_global_batch(self, per_process: int) -> None:
         world = get_world_size()
@@ -359,7 +360,7 @@ class SFD(BaseDiffusionModel):
     def sample(self, seeds, num_inference_steps: int, **kwargs) -> Tensor:
         if not self.folds_step_condition:
             return super().sample(seeds, num_inference_steps, **kwargs)
-        with folded_step_condition(self.bare_unet, num_inference_steps + 1 + self.afs):
+        with folded_step_condition(self.bare_unet, timestamps(num_inference_steps, self.afs)):
             return super().sample(seeds, num_inference_steps, **kwargs)
 
     def save_export(self, folder: str, unet=None) -> None:
@@ -377,7 +378,7 @@ class SFD(BaseDiffusionModel):
                     unet.save_pretrained(osp.join(folder, f"unet_nfe{self.nfe(num_steps)}"))
 
     def nfe(self, num_steps: int) -> int:
-        return num_steps - 1 - int(self.afs)
+        return nfe(num_steps, self.afs)
 
     def export_scheduler(self):
         from diffengine_distill.schedulers import SFDScheduler

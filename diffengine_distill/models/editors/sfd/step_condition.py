@@ -18,16 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-
-def step_labels(class_labels, num_steps: int, size: int, batch_size: int, device=None):
-    """Row indices of the step-conditioned table."""
-    if not 0 <= num_steps < size:
-        raise ValueError(f"Step condition {num_steps} is outside the table (0..{size - 1}).")
-    if class_labels is None:
-        classes = torch.zeros(batch_size, dtype=torch.long, device=device)
-    else:
-        classes = torch.as_tensor(class_labels, device=device).long().flatten()
-    return classes * size + num_steps
+from diffengine_distill.diffusion.sfd_steps import step_labels  # noqa: F401 (re-exported)
 
 
 def add_step_condition(unet: nn.Module, size: int) -> nn.Module:

@@ -10,7 +10,6 @@ still well defined; diffusers UNets accept float timesteps.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
@@ -101,10 +100,7 @@ class VPSchedule:
 
     @classmethod
     def from_scheduler(cls, scheduler) -> "VPSchedule":
-        """From a diffusers scheduler object or its config dict."""
-        if isinstance(scheduler, dict):
-            from diffengine_distill.models.builders import build_scheduler
-            scheduler = build_scheduler(scheduler)
+        """From a diffusers scheduler (any with ``alphas_cumprod``)."""
         if not hasattr(scheduler, "alphas_cumprod"):
             raise TypeError(
                 f"{type(scheduler).__name__} has no alphas_cumprod: use a "
