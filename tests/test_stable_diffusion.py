@@ -12,7 +12,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from conftest import mim_train
-from diffengine_distill.models.editors.base import AdapterTeacher
+from diffengine_distill.models.editors.lora import AdapterTeacher
 from diffengine_distill.registry import MODELS
 from tiny_sd import make_tiny_sd
 from hub_cache import TERMINUS, hub, hub_env, offline_hub  # noqa: F401 (fixtures)

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-
 import copy
-import logging
 
 import torch
 from diffusers import DDIMPipeline
@@ -15,6 +13,12 @@ from diffengine_distill.pipelines import SamplerPipeline
 from diffengine_distill.registry import MODELS
 
 from ..builders import build_scheduler, build_unet
+from .attention import set_attention
+from .base_model import config_from_base, preprocessor_from_base
+from .conditioning import cat_conditions, unet_kwargs
+from .lora import AdapterTeacher, add_lora, save_peft_folder
+from .state_dict_hooks import (add_wrapper_keys, drop_frozen_unet, drop_wrapper_keys,
+                               ignore_missing_frozen_unet)
 from ...diffusion import VPSchedule, check_prediction_type, per_sample
 
 # The exported sampler: DDIM whose last step returns x0_hat (alpha_bar = 1)
@@ -22,182 +26,6 @@ from ...diffusion import VPSchedule, check_prediction_type, per_sample
 # because diffusers' defaults differ between schedulers.
 DEFAULT_SAMPLER = dict(type="DDIMScheduler", timestep_spacing="trailing",
                        set_alpha_to_one=True, clip_sample=False, steps_offset=0)
-
-
-def _wrapped_children(module, prefix):
-    return [f"{prefix}{name}." for name, child in module._modules.items()
-            if is_model_wrapper(child)]
-
-
-def _drop_wrapper_keys(module, state_dict, prefix, local_metadata):
-    for head in _wrapped_children(module, prefix):
-        for key in [k for k in state_dict if k.startswith(head + "module.")]:
-            state_dict[head + key[len(head) + 7:]] = state_dict.pop(key)
-
-
-def _add_wrapper_keys(module, state_dict, prefix, *args):
-    for head in _wrapped_children(module, prefix):
-        for key in [k for k in state_dict if k.startswith(head)
-                    and not k.startswith(head + "module.")]:
-            state_dict[head + "module." + key[len(head):]] = state_dict.pop(key)
-
-
-def _drop_frozen_unet(module, state_dict, prefix, local_metadata):
-    for key in [k for k in state_dict if k.startswith(prefix + "unet.") and "lora_" not in k]:
-        del state_dict[key]
-
-
-def _ignore_missing_frozen_unet(module, incompatible):
-    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
-                                    if not (k.startswith("unet.") and "lora_" not in k)]
-
-
-def add_lora(unet, options: dict, key: str = "lora_config"):
-    """Freeze ``unet`` (or a text encoder) and add PEFT LoRA adapters
-    ("default") to it; ``options``: LoraConfig's, or diffengine's
-    ``dict(type="LoRA", ...)``; ``key`` names the config key in errors."""
-    from peft import LoraConfig
-
-    from .teacher.diffengine_compat import lora_options
-    config = LoraConfig(**lora_options(options, key))
-    unet.requires_grad_(False)
-    try:
-        unet.add_adapter(config)
-    except ValueError as err:
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in unet.named_modules()
-                        if isinstance(m, (nn.Linear, nn.Conv2d))})
-        raise ValueError(f"LoRA target_modules={options.get('target_modules')} not found in "
-                         f"{type(unet).__name__} ({err}); its Linear/Conv2d module names "
-                         f"end in {names}.") from err
-    return config
-
-
-ATTENTION_BACKENDS = ("sdpa", "xformers", "eager")
-
-
-def set_attention(unet, backend: str) -> None:
-    """Attention kernels of every Attention layer: torch SDPA (diffusers'
-    default, flash / memory-efficient on GPU), xformers, or the plain
-    softmax(QK^T)V of ``AttnProcessor`` (a reference, most memory)."""
-    if backend not in ATTENTION_BACKENDS:
-        raise ValueError(f"model.attention={backend!r} is not one of {ATTENTION_BACKENDS}.")
-    if backend == "xformers":
-        try:
-            import xformers  # noqa: F401
-        except ImportError as err:
-            raise ImportError("model.attention='xformers' needs the xformers package (pip "
-                              "install xformers, CUDA builds); 'sdpa' (the default) uses "
-                              "torch's own memory-efficient kernels.") from err
-        unet.enable_xformers_memory_efficient_attention()
-    elif backend == "eager":
-        from diffusers.models.attention_processor import Attention, AttnProcessor
-        for module in unet.modules():
-            if isinstance(module, Attention):
-                module.set_processor(AttnProcessor())
-
-
-def _from_base(cfg, base_model, default: dict, key: str):
-    """``cfg`` with the base model as its path where it is a pretrained
-    config without one (``None``: ``default`` from the base model)."""
-    if cfg is None:
-        cfg = dict(default)
-    if isinstance(cfg, dict) and cfg.get("type", "pretrained") == "pretrained" \
-            and not cfg.get("path"):
-        if base_model is None:
-            raise ValueError(f"model.{key} has no path: set model.base_model (a hub id or "
-                             f"local diffusers folder) or model.{key}.path.")
-        cfg = dict(default, **{k: v for k, v in cfg.items() if v is not None},
-                   path=base_model)
-    elif isinstance(cfg, dict) and base_model is not None and \
-            cfg.get("path") not in (None, base_model):
-        from mmengine.logging import print_log
-        print_log(f"model.{key}.path={cfg['path']!r} overrides model.base_model="
-                  f"{base_model!r} for the {key}.", logger="current", level=logging.WARNING)
-    return cfg
-
-
-def _preprocessor_from_base(cfg, base_model):
-    """The data preprocessor: a base model with text encoders gets the
-    ``StableDiffusionDataPreprocessor`` of that model unless one is given."""
-    if isinstance(cfg, nn.Module) or base_model is None:
-        return cfg
-    cfg = dict(cfg or {})
-    if "type" not in cfg:
-        from ..text_conditioning import _has_subfolder
-        text = _has_subfolder(base_model, "text_encoder")
-        cfg["type"] = "StableDiffusionDataPreprocessor" if text else \
-            "DiffusionDataPreprocessor"
-    if cfg["type"] == "StableDiffusionDataPreprocessor" and not cfg.get("model"):
-        cfg["model"] = base_model
-    return cfg
-
-
-def unet_kwargs(cond) -> dict:
-    """UNet keyword arguments of a conditioning: class labels, a dict (text), None."""
-    if isinstance(cond, dict):
-        return cond
-    return {} if cond is None else dict(class_labels=cond)
-
-
-def cat_conditions(conds: list):
-    """Concatenate the conditioning of several batches: class labels, text
-    dicts (nested) or None."""
-    first = conds[0]
-    if first is None:
-        return None
-    if isinstance(first, dict):
-        return {k: cat_conditions([c[k] for c in conds]) for k in first}
-    return torch.cat(conds)
-
-
-def _save_peft_folder(module, folder: str) -> dict:
-    """``module``'s "default" adapter as ``PeftModel.save_pretrained`` writes
-    it (adapter_config.json, adapter_model.safetensors with PeftModel's key
-    names), for ``PeftModel.from_pretrained(module, folder)``; returns the
-    adapter's state dict."""
-    import os.path as osp
-
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-    state = {k: v.detach().cpu().contiguous()
-             for k, v in get_peft_model_state_dict(module).items()}
-    module.peft_config["default"].save_pretrained(folder)
-    # PeftModel's own key names: the adapter name is implied ("default").
-    save_file({f"base_model.model.{k}": v for k, v in state.items()},
-              osp.join(folder, "adapter_model.safetensors"))
-    return state
-
-
-class AdapterTeacher:
-    """The frozen teacher of a LoRA student: the student's own UNet with its
-    adapters off (``adapter=None``) or with a frozen adapter of its own
-    active, for the call only, so the base weights exist once."""
-
-    def __init__(self, model, adapter: str | None = None):
-        self.model = model
-        self.adapter = adapter
-
-    @property
-    def config(self):
-        return self.model.bare_unet.config
-
-    def __call__(self, *args, **kwargs):
-        unet = self.model.bare_unet
-        if self.adapter is None:
-            unet.disable_adapters()
-            try:
-                return unet(*args, **kwargs)
-            finally:
-                unet.enable_adapters()
-        from peft.tuners.tuners_utils import BaseTunerLayer
-        layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
-        for layer in layers:  # inference_mode: requires_grad stays off
-            layer.set_adapter(self.adapter, inference_mode=True)
-        try:
-            return unet(*args, **kwargs)
-        finally:
-            for layer in layers:  # the student's adapter, trainable again
-                layer.set_adapter("default")
 
 
 class BaseDiffusionModel(BaseModel):
@@ -244,11 +72,11 @@ class BaseDiffusionModel(BaseModel):
         base_model, lora_config, data_preprocessor, attention = translate_keys(
             type(self).__name__, diffengine_keys, base_model, lora_config,
             data_preprocessor, attention)
-        unet = _from_base(unet, base_model, dict(type="pretrained", subfolder="unet"), "unet")
-        scheduler = _from_base(scheduler, base_model,
+        unet = config_from_base(unet, base_model, dict(type="pretrained", subfolder="unet"), "unet")
+        scheduler = config_from_base(scheduler, base_model,
                                dict(type="pretrained", class_name="DDPMScheduler"),
                                "scheduler")
-        data_preprocessor = _preprocessor_from_base(data_preprocessor, base_model)
+        data_preprocessor = preprocessor_from_base(data_preprocessor, base_model)
         # Built from our registry so the model also builds outside a Runner.
         if not isinstance(data_preprocessor, nn.Module):
             data_preprocessor = MODELS.build(
@@ -265,8 +93,8 @@ class BaseDiffusionModel(BaseModel):
         if lora_config:
             self.lora_config = add_lora(self.unet, lora_config)
             # The frozen base UNet reloads from its path: checkpoints keep the adapters.
-            self._register_state_dict_hook(_drop_frozen_unet)
-            self.register_load_state_dict_post_hook(_ignore_missing_frozen_unet)
+            self._register_state_dict_hook(drop_frozen_unet)
+            self.register_load_state_dict_post_hook(ignore_missing_frozen_unet)
         scheduler = build_scheduler(scheduler)
         if prediction_type is not None:
             scheduler = scheduler.from_config(
@@ -277,8 +105,8 @@ class BaseDiffusionModel(BaseModel):
         self.sampler_cfg = {**DEFAULT_SAMPLER, **(sampler or {})}
         # Checkpoints keep the same keys whether or not DDP wraps a sub-network
         # (MMSeparateDistributedDataParallel), so runs resume across process counts.
-        self._register_state_dict_hook(_drop_wrapper_keys)
-        self._register_load_state_dict_pre_hook(_add_wrapper_keys, with_module=True)
+        self._register_state_dict_hook(drop_wrapper_keys)
+        self._register_load_state_dict_pre_hook(add_wrapper_keys, with_module=True)
 
     def frozen_teacher(self):
         """A distillation method's teacher: a frozen copy of the UNet, or for a
@@ -416,7 +244,7 @@ class BaseDiffusionModel(BaseModel):
         from diffusers.utils import convert_state_dict_to_diffusers
         unet = self.bare_unet if unet is None else unet
         adapters = dict(unet=unet, **self.lora_text_encoders())
-        states = {name: _save_peft_folder(module, osp.join(folder, name))
+        states = {name: save_peft_folder(module, osp.join(folder, name))
                   for name, module in adapters.items()}
         save_lora_weights = getattr(type(self.build_pipeline()), "save_lora_weights", None)
         if save_lora_weights is not None:  # text-to-image pipelines have LoRA loaders

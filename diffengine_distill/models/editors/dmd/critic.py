@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..base import unet_kwargs
+from ..conditioning import unet_kwargs
 
 
 def gan_head(unet_config) -> nn.Sequential:

@@ -14,7 +14,8 @@ from diffengine_distill.registry import MODELS
 from ...builders import build_scheduler, build_unet, load_vae
 from ....diffusion import ddim_step, per_sample, prediction_target, split_prediction
 from ...perceptual import build_lpips, lpips_distance
-from ..base import BaseDiffusionModel, cat_conditions
+from ..base import BaseDiffusionModel
+from ..conditioning import cat_conditions
 from ..sample_rng import GlobalRNG, batch_rng
 from .critic import DMDCritic, frozen
 

@@ -9,7 +9,8 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ....diffusion import check_prediction_type, ddim_step, prediction_target, split_prediction
-from ..base import AdapterTeacher, BaseDiffusionModel
+from ..base import BaseDiffusionModel
+from ..lora import AdapterTeacher
 from ..sample_rng import batch_rng
 from .guidance_embedding import add_guidance_embedding, guidance_scale_embedding
 from .pd_target import pd_target, student_grid

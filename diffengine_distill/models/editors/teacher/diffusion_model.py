@@ -7,7 +7,8 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ....diffusion import ddim_step, prediction_target
-from ..base import BaseDiffusionModel, add_lora
+from ..base import BaseDiffusionModel
+from ..lora import add_lora
 from .diffengine_compat import translate_loss
 from ..sample_rng import batch_rng
 
