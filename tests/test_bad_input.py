@@ -183,3 +183,16 @@ def test_export_without_model_index(tmp_path):
     (export / "unet").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="No export in .*model_index.json"):
         load_pipeline(str(export))
+
+
+def test_config_asking_for_amp_trains_in_fp32_without_cuda(tmp_path):
+    """A GPU recipe (fp16 AmpOptimWrapper) tried on a CPU: plain fp32 wrapper
+    of the same kind, AMP-only keys dropped, and a line for the run's log."""
+    notes = []
+    cfg = build_config(parse_args([
+        TEACHER_CFG, "--work-dir", str(tmp_path / "w"), "--cfg-options",
+        "optim_wrapper.type=GuardedAmpOptimWrapper", "optim_wrapper.dtype=float16"]), notes)
+    assert cfg.optim_wrapper["type"] == "GuardedOptimWrapper"
+    assert "dtype" not in cfg.optim_wrapper
+    assert cfg.optim_wrapper["optimizer"]["type"] == "AdamW"
+    assert any("no CUDA GPU" in note for note in notes)

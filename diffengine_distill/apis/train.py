@@ -116,6 +116,15 @@ def _uses_amp(optim_wrapper) -> bool:
     return any("Amp" in str(w.get("type", "")) for w in _wrappers(optim_wrapper))
 
 
+def _map_wrappers(optim_wrapper, change):
+    """``change`` applied to each OptimWrapper config (a single wrapper, or
+    the per-network wrappers of an OptimWrapperDict)."""
+    if "optimizer" in optim_wrapper:
+        return change(optim_wrapper)
+    return {k: (change(v) if isinstance(v, dict) and "optimizer" in v else v)
+            for k, v in optim_wrapper.items()}
+
+
 def _without_amp(optim_wrapper):
     def fp32(wrapper):
         if "Amp" not in str(wrapper.get("type", "")):
@@ -123,10 +132,7 @@ def _without_amp(optim_wrapper):
         amp_only = ("dtype", "loss_scale", "use_fsdp")
         return dict({k: v for k, v in wrapper.items() if k not in amp_only},
                     type=str(wrapper["type"]).replace("Amp", ""))
-    if "optimizer" in optim_wrapper:
-        return fp32(optim_wrapper)
-    return {k: (fp32(v) if isinstance(v, dict) and "optimizer" in v else v)
-            for k, v in optim_wrapper.items()}
+    return _map_wrappers(optim_wrapper, fp32)
 
 
 def check_train_cfg(cfg) -> None:
@@ -146,10 +152,7 @@ def check_train_cfg(cfg) -> None:
 def check_optimizers(cfg) -> None:
     """bitsandbytes' 8-bit optimizers (e.g. ``AdamW8bit``) exist only when it is
     installed; say so instead of mmengine's bare "not in the registry"."""
-    wrappers = cfg.get("optim_wrapper") or {}
-    wrappers = [wrappers] if "optimizer" in wrappers else \
-        [w for w in wrappers.values() if isinstance(w, dict)]
-    for wrapper in wrappers:
+    for wrapper in _wrappers(cfg.get("optim_wrapper") or {}):
         name = str((wrapper.get("optimizer") or {}).get("type", ""))
         if name.endswith("8bit"):
             if BITSANDBYTES_HIDDEN and sys.modules.get("bitsandbytes", 0) is None:
@@ -264,11 +267,7 @@ def _amp(optim_wrapper, bf16: bool):
         guarded = str(wrapper.get("type", "OptimWrapper")).startswith("Guarded")
         return dict(wrapper, type="GuardedAmpOptimWrapper" if guarded else "AmpOptimWrapper",
                     dtype=dtype)
-    if "optimizer" in optim_wrapper:  # a single OptimWrapper
-        return amp(optim_wrapper)
-    # OptimWrapperDict: one wrapper per network.
-    return {k: (amp(v) if isinstance(v, dict) and "optimizer" in v else v)
-            for k, v in optim_wrapper.items()}
+    return _map_wrappers(optim_wrapper, amp)
 
 
 def setup_cpu_distributed(cfg) -> None:
