@@ -221,7 +221,7 @@ def test_shipped_sd_configs_take_the_base_model_from_one_key(bases, name, kind):
     unet = UNet2DConditionModel.from_pretrained(bases[kind], subfolder="unet")
     assert torch.equal(conv_in_bias(model), unet.conv_in.bias)
     assert model.data_preprocessor.model_path == bases[kind]
-    assert model.schedule.num_train_timesteps == 1000
+    assert model.noise_schedule.num_train_timesteps == 1000
     assert float(model.scheduler.betas[-1]) == pytest.approx(0.012, rel=1e-5) or \
         model.scheduler.config.rescale_betas_zero_snr
 

@@ -8,7 +8,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler
 
 from diffengine_distill.models import DiffusionLoss, DiffusionModel
-from diffengine_distill.diffusion import (VPSchedule, convert_prediction,
+from diffengine_distill.diffusion import (NoiseSchedule, convert_prediction,
                                                  ddim_step, split_prediction)
 from diffengine_distill.models.losses import snr_weight
 
@@ -38,13 +38,13 @@ def closed_alpha_bar(ac: np.ndarray, t: float) -> float:
     return float(np.exp((1 - f) * np.log(table[lo]) + f * np.log(table[lo + 1])))
 
 
-# -- VPSchedule ----------------------------------------------------------------
+# -- NoiseSchedule ----------------------------------------------------------------
 @pytest.mark.parametrize("cfg", SCHEDULES, ids=lambda c: "-".join(map(str, c.values())))
 def test_vp_schedule_matches_scheduler(cfg):
     sched = DDPMScheduler(**cfg)
     ac = sched.alphas_cumprod.double().numpy()
     T = cfg["num_train_timesteps"]
-    vp = VPSchedule.from_scheduler(sched)
+    vp = NoiseSchedule.from_scheduler(sched)
     assert vp.num_train_timesteps == T
 
     # Integer t: diffusers' values exactly; t = -1: clean.
@@ -92,7 +92,7 @@ def test_vp_schedule_from_config_dict():
     cfg = dict(type="DDPMScheduler", num_train_timesteps=1024,
                beta_schedule="squaredcos_cap_v2")
     from diffengine_distill.models.builders import build_scheduler
-    vp = VPSchedule.from_scheduler(build_scheduler(cfg))
+    vp = NoiseSchedule.from_scheduler(build_scheduler(cfg))
     ref = DDPMScheduler(num_train_timesteps=1024, beta_schedule="squaredcos_cap_v2")
     assert torch.equal(vp.alpha_bar(torch.arange(1024)), ref.alphas_cumprod.double())
 
@@ -140,7 +140,7 @@ def test_ddim_step_matches_diffusers(prediction_type):
                          prediction_type=prediction_type, timestep_spacing="trailing",
                          set_alpha_to_one=True, clip_sample=False)
     ddim.set_timesteps(10)
-    vp = VPSchedule.from_scheduler(ddim)
+    vp = NoiseSchedule.from_scheduler(ddim)
     g = torch.Generator().manual_seed(1)
     steps = ddim.timesteps.tolist()
     assert steps[0] == 999 and steps[-1] == 99

@@ -126,7 +126,7 @@ def test_critic_loss_is_the_eps_mse_on_detached_samples():
     torch.manual_seed(3)
     t = torch.randint(0, T, (4,))
     noise = torch.randn_like(x)
-    a, s = (c.float().view(-1, 1, 1, 1) for c in model.schedule.alpha_sigma(t))
+    a, s = (c.float().view(-1, 1, 1, 1) for c in model.noise_schedule.alpha_sigma(t))
     z = a * x + s * noise
     v = model.critic.unet(z, t, class_labels=labels).sample
     eps_hat = s * z + a * v
@@ -293,7 +293,7 @@ def test_multi_step_generator_simulates_its_own_samples():
     for j in range(2):
         t = torch.full((2,), model.timesteps[j])
         v = model.unet(expected, t, class_labels=labels).sample
-        a, s = (c.float() for c in model.schedule.alpha_sigma(model.timesteps[j]))
+        a, s = (c.float() for c in model.noise_schedule.alpha_sigma(model.timesteps[j]))
         x0 = a * expected - s * v
         ab = float(model.scheduler.alphas_cumprod[model.timesteps[j + 1]])
         expected = ab ** 0.5 * x0 + (1 - ab) ** 0.5 * torch.randn_like(x0)
@@ -314,7 +314,7 @@ def test_regression_loss_uses_the_pairs():
     with torch.no_grad():
         t = torch.full((4,), T - 1)
         v = fresh.unet(noise, t, class_labels=labels).sample
-        a, s = (c.float() for c in fresh.schedule.alpha_sigma(T - 1))
+        a, s = (c.float() for c in fresh.noise_schedule.alpha_sigma(T - 1))
         expected = 0.25 * F.mse_loss(a * noise - s * v, images)
     torch.testing.assert_close(out["loss_regression"], expected, rtol=1e-5, atol=1e-7)
 
@@ -335,7 +335,7 @@ def test_regression_only_pretraining_then_generator_init(tmp_path):
     with torch.no_grad():
         v = fresh.unet(noise, torch.full((4,), T - 1),
                        class_labels=pre["data_samples"]["labels"]).sample
-        a, s = (c.float() for c in fresh.schedule.alpha_sigma(T - 1))
+        a, s = (c.float() for c in fresh.noise_schedule.alpha_sigma(T - 1))
         expected = F.mse_loss(a * noise - s * v, images)
     torch.testing.assert_close(out["loss_regression"], expected, rtol=1e-5, atol=1e-7)
     assert all(torch.equal(critic[k], v) for k, v in model.critic.state_dict().items())

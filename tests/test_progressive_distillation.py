@@ -7,7 +7,7 @@ from mmengine.config import Config
 
 from conftest import mim_train
 from diffengine_distill.apis.inference import generate
-from diffengine_distill.diffusion import VPSchedule
+from diffengine_distill.diffusion import NoiseSchedule
 from diffengine_distill.models.editors.progressive_distillation import pd_target, student_grid
 from diffengine_distill.registry import MODELS
 
@@ -43,7 +43,7 @@ def ddim_two_steps(net, kind, z, t, t_mid, s, alphas_cumprod):
 def test_pd_target_lands_on_two_teacher_ddim_steps(kind, n):
     torch.manual_seed(0)
     sched = DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2")
-    schedule = VPSchedule.from_scheduler(sched)
+    schedule = NoiseSchedule.from_scheduler(sched)
     idx = torch.tensor([1, n, max(1, n // 2)])  # i = 1 is the last step (to clean)
     t, t_mid, s = student_grid(T, n, idx)
     z = torch.randn(3, 1, 4, 4, dtype=torch.float64)
@@ -64,7 +64,7 @@ def test_pd_target_on_fractional_grid():
     explicit closed form with log-linear interpolation of alpha_bar."""
     torch.manual_seed(0)
     sched = DDPMScheduler(num_train_timesteps=1000)
-    schedule = VPSchedule.from_scheduler(sched)
+    schedule = NoiseSchedule.from_scheduler(sched)
     t, t_mid, s = student_grid(1000, 16, torch.tensor([3, 16]))
     assert t[0] == 186.5 and t_mid[0] == 155.25 and s[0] == 124.0
 

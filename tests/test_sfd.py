@@ -10,7 +10,7 @@ from mmengine.config import Config
 from conftest import mim_train
 from diffengine_distill import SamplerPipeline, SFDScheduler
 from diffengine_distill.apis.inference import generate
-from diffengine_distill.diffusion import (VPSchedule, afs_step, denoised, euler_step,
+from diffengine_distill.diffusion import (NoiseSchedule, afs_step, denoised, euler_step,
                                                  model_input, sigma_schedule)
 from diffengine_distill.diffusion.solvers import solve
 from diffengine_distill.registry import MODELS
@@ -21,7 +21,7 @@ COSINE = dict(type="DDPMScheduler", num_train_timesteps=T, beta_schedule="square
 
 
 def cosine_schedule():
-    return VPSchedule.from_scheduler(DDPMScheduler(num_train_timesteps=T,
+    return NoiseSchedule.from_scheduler(DDPMScheduler(num_train_timesteps=T,
                                                    beta_schedule="squaredcos_cap_v2"))
 
 
@@ -106,7 +106,7 @@ def test_teacher_targets_are_every_k_th_point_of_the_teacher_solver():
     assert torch.allclose(sig[::3], model.sigmas(4), rtol=1e-12)
 
     def teacher(x, s):
-        v = model.teacher_unet(model_input(x, s), model.schedule.timestep(s).float().expand(2)).sample
+        v = model.teacher_unet(model_input(x, s), model.noise_schedule.timestep(s).float().expand(2)).sample
         return denoised(v, x, s, "v_prediction")
     full = solve(teacher, noise * sig[0].float(), sig, "dpmpp", max_order=3, thresholding=True)
     assert targets.shape == (3, 2, 1, 8, 8)
@@ -161,7 +161,7 @@ def test_student_starts_on_the_teachers_euler_trajectory():
     x = afs_step(noise * sig[0], sig[0], sig[1])
 
     def teacher(x, s):
-        v = model.teacher_unet(model_input(x, s), model.schedule.timestep(s).expand(2)).sample
+        v = model.teacher_unet(model_input(x, s), model.noise_schedule.timestep(s).expand(2)).sample
         return denoised(v, x, s, "v_prediction")
     rest = solve(teacher, x, sig[1:], "euler")[-1]
     assert torch.allclose(model.student_sample(noise), rest, atol=1e-10)
@@ -496,7 +496,7 @@ def test_student_steps_against_a_hand_written_loop():
     x = noise * sig[0]
     x = x + (sig[1] - sig[0]) * x / math.sqrt(1 + sig[0] ** 2)  # AFS, no update
     for i in (1, 2, 3):
-        t = model.schedule.timestep(sig[i]).float()
+        t = model.noise_schedule.timestep(sig[i]).float()
         x0 = v_denoiser(unet, x, sig[i], t)
         x_next = x + (sig[i + 1] - sig[i]) * (x - x0) / sig[i]
         loss = (x_next - targets[i]).abs().sum(dim=(1, 2, 3)).mean()
@@ -534,7 +534,7 @@ def test_second_stage_teacher_is_euler_conditioned_on_its_step_count(tmp_path):
     with torch.no_grad():
         for i in range(1, 6):
             alpha = 1 / math.sqrt(1 + sig[i] ** 2)
-            t = first.schedule.timestep(sig[i]).float()
+            t = first.noise_schedule.timestep(sig[i]).float()
             v = first.unet(alpha * x, t, class_labels=rows).sample
             x0 = alpha * (alpha * x) - sig[i] * alpha * v
             x = x + (sig[i + 1] - sig[i]) * (x - x0) / sig[i]

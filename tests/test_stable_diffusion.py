@@ -283,10 +283,10 @@ def test_latent_students_export_as_sd_pipelines(bases, latent_runs, name, export
 
 def ddim_sample(model, noise, steps, **cond):
     """A v student's trailing-DDIM sampler written out (the last step lands on x0)."""
-    T, z = model.schedule.num_train_timesteps, noise
+    T, z = model.noise_schedule.num_train_timesteps, noise
     for i in range(steps, 0, -1):
         t = torch.tensor([i * T / steps - 1], dtype=torch.float64)
-        (a, s), (a1, s1) = model.schedule.alpha_sigma(t), model.schedule.alpha_sigma(t - T / steps)
+        (a, s), (a1, s1) = model.noise_schedule.alpha_sigma(t), model.noise_schedule.alpha_sigma(t - T / steps)
         v = model.unet(z, t.float(), **cond).sample.double()
         z = ddim(v, z.double(), a, s, a1, s1, "v_prediction").float()
     return z
@@ -449,7 +449,7 @@ def test_guided_pd_stage0_then_two_student_steps(bases):
     T, empty = 1000, model.data_preprocessor.encode_text(["", ""])
 
     def alpha_sigma(t):
-        a, s = model.schedule.alpha_sigma(t)
+        a, s = model.noise_schedule.alpha_sigma(t)
         return a.view(-1, 1, 1, 1), s.view(-1, 1, 1, 1)
 
     def draws(stage):
@@ -584,7 +584,7 @@ def test_dmd_regression_on_text_pairs(bases, text_pairs):
     noise = torch.stack([data[i]["data_samples"]["noise"] for i in range(4)])
     with torch.no_grad():
         eps = fresh.unet(noise, torch.full((4,), 999), **cond).sample
-    a, s = (c.float() for c in fresh.schedule.alpha_sigma(999))
+    a, s = (c.float() for c in fresh.noise_schedule.alpha_sigma(999))
     expected = 0.25 * torch.nn.functional.mse_loss((noise - s * eps) / a,
                                                    torch.stack([data[i]["inputs"]
                                                                 for i in range(4)]))

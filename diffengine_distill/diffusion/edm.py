@@ -3,7 +3,7 @@
 x = x_vp * sqrt(1 + sigma^2) with sigma = sqrt((1 - alpha_bar) / alpha_bar):
 the probability-flow ODE becomes dx/dsigma = (x - D(x; sigma)) / sigma, where
 the denoiser D is the model's x0 estimate at the VP step t(sigma) (fractional
-t interpolates log alpha_bar, see ``VPSchedule.timestep``).
+t interpolates log alpha_bar, see ``NoiseSchedule.timestep``).
 
 The functions below are shared by training (the SFD student's steps) and the
 exported ``SFDScheduler``, so a reloaded export samples exactly as trained.
@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from .schedule import VPSchedule, per_sample, split_prediction
+from .noise_schedule import NoiseSchedule, per_sample, split_prediction
 
 SCHEDULE_TYPES = ("polynomial", "logsnr", "time_uniform", "discrete")
 
@@ -55,7 +55,7 @@ def afs_step(x: Tensor, sigma, sigma_next) -> Tensor:
 
 def sigma_schedule(num_steps: int, sigma_min: float, sigma_max: float,
                    schedule_type: str = "polynomial", schedule_rho: float = 7.0,
-                   schedule: VPSchedule | None = None) -> Tensor:
+                   noise_schedule: NoiseSchedule | None = None) -> Tensor:
     """``num_steps`` sigmas from sigma_max down to sigma_min (fp64), as sfd-main's
     ``get_schedule``. Every family is a function of i / (num_steps - 1), so a
     grid with (M + 1)(n - 1) + 1 points holds the n-point grid at every
@@ -84,9 +84,9 @@ def sigma_schedule(num_steps: int, sigma_min: float, sigma_max: float,
         beta_min = log_max - 0.5 * beta_d
         t = (1 + u * (eps ** (1 / schedule_rho) - 1)) ** schedule_rho
         return torch.expm1(0.5 * beta_d * t.square() + beta_min * t).sqrt()
-    if schedule is None:
-        raise ValueError("schedule_type='discrete' needs the model's VPSchedule.")
+    if noise_schedule is None:
+        raise ValueError("schedule_type='discrete' needs the model's NoiseSchedule.")
     inv = 1 / schedule_rho
-    t_max, t_min = (float(schedule.timestep(s)) for s in (sigma_max, sigma_min))
+    t_max, t_min = (float(noise_schedule.timestep(s)) for s in (sigma_max, sigma_min))
     t = (t_max ** inv + u * (t_min ** inv - t_max ** inv)) ** schedule_rho
-    return schedule.sigma(t)
+    return noise_schedule.sigma(t)

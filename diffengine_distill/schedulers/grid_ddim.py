@@ -3,7 +3,7 @@
 diffusers' DDIMScheduler steps from t to t - T // N, so a 16-step sampler on a
 1000-step schedule is not the grid a progressive-distillation student was
 trained on (62.5-step spacing). This scheduler samples exactly that grid, with
-alpha_bar interpolated like ``VPSchedule``; where N divides T it is
+alpha_bar interpolated like ``NoiseSchedule``; where N divides T it is
 DDIMScheduler itself.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from diffusers import DDIMScheduler
 from diffusers import SchedulerMixin  # noqa: F401
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 
-from diffengine_distill.diffusion import VPSchedule, ddim_step, split_prediction
+from diffengine_distill.diffusion import NoiseSchedule, ddim_step, split_prediction
 
 
 class GridDDIMScheduler(DDIMScheduler):
@@ -38,9 +38,9 @@ class GridDDIMScheduler(DDIMScheduler):
         if eta:
             raise ValueError("GridDDIMScheduler samples fractional grids deterministically "
                              "(eta = 0) only.")
-        schedule = VPSchedule(self.alphas_cumprod)
+        noise_schedule = NoiseSchedule(self.alphas_cumprod)
         t = torch.as_tensor(timestep, dtype=torch.float64).reshape(1)
-        (a_t, s_t), (a_s, s_s) = schedule.alpha_sigma(t), schedule.alpha_sigma(t - T / n)
+        (a_t, s_t), (a_s, s_s) = noise_schedule.alpha_sigma(t), noise_schedule.alpha_sigma(t - T / n)
         x0, eps = split_prediction(model_output.double(), sample.double(), a_t, s_t,
                                    self.config.prediction_type)
         if self.config.clip_sample:

@@ -21,7 +21,7 @@ from diffusers import DDPMScheduler, SchedulerMixin  # noqa: F401 (diffusers' lo
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
-from diffengine_distill.diffusion import (VPSchedule, afs_step, denoised, euler_step,
+from diffengine_distill.diffusion import (NoiseSchedule, afs_step, denoised, euler_step,
                                           model_input, sigma_schedule)
 from diffengine_distill.diffusion.sfd_steps import nfe, step_labels, timestamps
 
@@ -51,7 +51,7 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
                            trained_betas=trained_betas,
                            rescale_betas_zero_snr=rescale_betas_zero_snr)
         self.alphas_cumprod = vp.alphas_cumprod
-        self.schedule = VPSchedule(self.alphas_cumprod)
+        self.noise_schedule = NoiseSchedule(self.alphas_cumprod)
         self.set_timesteps(self.nfe(num_steps))
 
     # -- NFE <-> timestamps ----------------------------------------------------
@@ -79,11 +79,11 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = self.nfe(self.num_steps)
         cfg = self.config
         self.sigmas = sigma_schedule(self.num_steps, cfg.sigma_min, cfg.sigma_max,
-                                     cfg.schedule_type, cfg.schedule_rho, self.schedule)
+                                     cfg.schedule_type, cfg.schedule_rho, self.noise_schedule)
         # One entry per network step (AFS's interval is in init_noise_sigma);
         # the UNet's (fractional) timestep at its start.
         self._first = int(cfg.afs)
-        self.timesteps = self.schedule.timestep(self.sigmas[self._first:-1]).float().to(device)
+        self.timesteps = self.noise_schedule.timestep(self.sigmas[self._first:-1]).float().to(device)
         self._step_index = 0
 
     @property

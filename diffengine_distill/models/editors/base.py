@@ -19,7 +19,7 @@ from .conditioning import cat_conditions, unet_kwargs
 from .lora import AdapterTeacher, add_lora, save_peft_folder
 from .state_dict_hooks import (add_wrapper_keys, drop_frozen_unet, drop_wrapper_keys,
                                ignore_missing_frozen_unet)
-from ...diffusion import VPSchedule, check_prediction_type, per_sample
+from ...diffusion import NoiseSchedule, check_prediction_type, per_sample
 
 # The exported sampler: DDIM whose last step returns x0_hat (alpha_bar = 1)
 # and whose N-step grid starts at T-1 (trailing), pinned in every export
@@ -101,7 +101,7 @@ class BaseDiffusionModel(BaseModel):
                 scheduler.config, prediction_type=check_prediction_type(prediction_type))
         self.prediction_type = check_prediction_type(scheduler.config.prediction_type)
         self.scheduler = scheduler
-        self.schedule = VPSchedule.from_scheduler(scheduler)
+        self.noise_schedule = NoiseSchedule.from_scheduler(scheduler)
         self.sampler_cfg = {**DEFAULT_SAMPLER, **(sampler or {})}
         # Checkpoints keep the same keys whether or not DDP wraps a sub-network
         # (MMSeparateDistributedDataParallel), so runs resume across process counts.
@@ -213,7 +213,7 @@ class BaseDiffusionModel(BaseModel):
         """
         cfg = {k: v for k, v in self.sampler_cfg.items() if k != "num_inference_steps"}
         if self.exact_grid and cfg["type"] == "DDIMScheduler" and \
-                self.schedule.num_train_timesteps % self.default_steps:
+                self.noise_schedule.num_train_timesteps % self.default_steps:
             from diffengine_distill.schedulers import GridDDIMScheduler
             cfg = dict(cfg, type=GridDDIMScheduler)
         return build_scheduler(dict(cfg, prediction_type=self.prediction_type),

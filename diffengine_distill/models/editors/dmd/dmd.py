@@ -116,7 +116,7 @@ class DMD(BaseDiffusionModel):
                  gan_t_max: int | None = None, gan_start_iter: int = 0,
                  generator_timestep: int | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
-        T = self.schedule.num_train_timesteps
+        T = self.noise_schedule.num_train_timesteps
         self.num_generator_steps = int(num_generator_steps)
         if not 1 <= self.num_generator_steps <= T:
             raise ValueError(f"num_generator_steps={num_generator_steps} must be in 1..{T}.")
@@ -225,7 +225,7 @@ class DMD(BaseDiffusionModel):
 
     def x0(self, out: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """x0_hat from a UNet output at (possibly per-sample) integer t, in fp32."""
-        alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(t))
+        alpha, sigma = (c.float() for c in self.noise_schedule.alpha_sigma(t))
         return split_prediction(out.float(), z.float(), alpha, sigma, self.prediction_type)[0]
 
     def generator_x0(self, unet, z: Tensor, t: int, labels) -> Tensor:
@@ -238,7 +238,7 @@ class DMD(BaseDiffusionModel):
                                            self.real_guidance_scale, self.null_class), z, t)
 
     def noised(self, x: Tensor, t: Tensor, rng=None) -> Tensor:
-        alpha, sigma = (c.to(x) for c in self.schedule.alpha_sigma(t))
+        alpha, sigma = (c.to(x) for c in self.noise_schedule.alpha_sigma(t))
         noise = _rng(rng, x).randn(*x.shape[1:]).to(x)
         return ddim_step(x, noise, alpha, sigma)
 
@@ -275,7 +275,7 @@ class DMD(BaseDiffusionModel):
             x0 = self.generator_x0(self.bare_unet, z, t, labels)
             if j + 1 < len(self.timesteps):
                 noise = torch.cat([torch.randn(shape, generator=g) for g in gens]).to(device)
-                alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(self.timesteps[j + 1]))
+                alpha, sigma = (c.float() for c in self.noise_schedule.alpha_sigma(self.timesteps[j + 1]))
                 z = ddim_step(x0, noise, alpha, sigma)
         return x0
 
@@ -335,11 +335,11 @@ class DMD(BaseDiffusionModel):
     def critic_losses(self, x: Tensor, labels, real: Tensor | None, rng=None) -> dict:
         """The fake score's denoising loss on detached generator samples over all
         t (+ DMD2's classifier loss), in one critic call."""
-        n, T = x.shape[0], self.schedule.num_train_timesteps
+        n, T = x.shape[0], self.noise_schedule.num_train_timesteps
         rng = _rng(rng, x)
         t = rng.randint(0, T)
         noise = rng.randn(*x.shape[1:]).to(x)
-        alpha, sigma = (c.to(x) for c in self.schedule.alpha_sigma(t))
+        alpha, sigma = (c.to(x) for c in self.noise_schedule.alpha_sigma(t))
         z, ts, lbl = [ddim_step(x, noise, alpha, sigma)], [t], [labels]
         if self.gan_critic_weight:
             for images in (x, real):
@@ -350,7 +350,7 @@ class DMD(BaseDiffusionModel):
         out, logits = self.critic(torch.cat(z), torch.cat(ts), cat_conditions(lbl),
                                   with_logits=self.gan_critic_weight > 0)
         target = prediction_target(x, noise, alpha, sigma, self.prediction_type)
-        losses = dict(loss_critic=self.critic_loss(out[:n], target, self.schedule.snr(t),
+        losses = dict(loss_critic=self.critic_loss(out[:n], target, self.noise_schedule.snr(t),
                                                    self.prediction_type))
         if self.gan_critic_weight:
             fake, real_logits = logits[n:2 * n], logits[2 * n:]
@@ -425,7 +425,7 @@ class DMD(BaseDiffusionModel):
         """One step: DDIM on the trailing grid ({T-1}, x0 returned). k steps:
         LCMScheduler, whose k-step grid is the generator's timesteps."""
         if self.num_generator_steps == 1 and self.timesteps[0] != \
-                self.schedule.num_train_timesteps - 1:  # one DDIM step from t (leading grid)
+                self.noise_schedule.num_train_timesteps - 1:  # one DDIM step from t (leading grid)
             return build_scheduler(
                 dict({k: v for k, v in self.sampler_cfg.items() if k != "num_inference_steps"},
                      type="DDIMScheduler", timestep_spacing="leading",

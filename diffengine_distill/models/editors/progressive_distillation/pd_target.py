@@ -1,7 +1,7 @@
 """The progressive-distillation target (Salimans & Ho 2022, Algorithm 2).
 
 Grid of a student with N steps on a scheduler of T training steps, in the
-DDIM-trailing convention of ``VPSchedule``: t_i = i T / N - 1, i = 1..N, and
+DDIM-trailing convention of ``NoiseSchedule``: t_i = i T / N - 1, i = 1..N, and
 t_0 = -1 is the clean image. The frozen teacher takes two DDIM steps
 t_i -> t_i - T/(2N) -> t_{i-1} (no clipping of x0_hat); the target x~ is the
 x0 for which ONE student DDIM step from z_t lands on the teacher's point:
@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ....diffusion import VPSchedule, ddim_step, per_sample, split_prediction
+from ....diffusion import NoiseSchedule, ddim_step, per_sample, split_prediction
 
 
 def student_grid(num_train_timesteps: int, student_steps: int, index: Tensor) -> tuple:
@@ -30,14 +30,14 @@ def student_grid(num_train_timesteps: int, student_steps: int, index: Tensor) ->
 
 @torch.no_grad()
 def pd_target(teacher: Callable[[Tensor, Tensor], Tensor], teacher_type: str,
-              schedule: VPSchedule, z_t: Tensor, t: Tensor, t_mid: Tensor,
+              noise_schedule: NoiseSchedule, z_t: Tensor, t: Tensor, t_mid: Tensor,
               s: Tensor) -> tuple[Tensor, Tensor]:
     """(x~, eps~) for noisy ``z_t`` at ``t``; ``teacher(z, t)`` returns its raw
     prediction of type ``teacher_type``. Arithmetic in fp64."""
     z_t = z_t.double()
-    a_t, s_t = schedule.alpha_sigma(t)
-    a_m, s_m = schedule.alpha_sigma(t_mid)
-    a_s, s_s = schedule.alpha_sigma(s)
+    a_t, s_t = noise_schedule.alpha_sigma(t)
+    a_m, s_m = noise_schedule.alpha_sigma(t_mid)
+    a_s, s_s = noise_schedule.alpha_sigma(s)
     x0, eps = split_prediction(teacher(z_t, t).double(), z_t, a_t, s_t, teacher_type)
     z_mid = ddim_step(x0, eps, a_m, s_m)
     x0, eps = split_prediction(teacher(z_mid, t_mid).double(), z_mid, a_m, s_m, teacher_type)

@@ -64,7 +64,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
                  guidance_scale: float | tuple[float, float] = 1.0,
                  guidance_embedding_dim: int = 256, null_class: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        T = self.schedule.num_train_timesteps
+        T = self.noise_schedule.num_train_timesteps
         if teacher_steps < 2 or teacher_steps % 2:
             raise ValueError(f"teacher_steps={teacher_steps} cannot be halved: use an "
                              "even number (a power of two to reach 1 step).")
@@ -73,7 +73,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
                              f"{T} training steps.")
         self.first_teacher_type = self.prediction_type
         student_type = check_prediction_type(student_prediction_type or self.prediction_type)
-        alpha_last = float(self.schedule.alpha_sigma(T - 1)[0])
+        alpha_last = float(self.noise_schedule.alpha_sigma(T - 1)[0])
         if student_type == "epsilon" and alpha_last < 1e-3:
             # x0 = (z - sigma eps) / alpha: eps errors grow by 1 / alpha at t = T-1.
             raise ValueError(f"An epsilon student cannot give x0 at t = T-1 on this schedule "
@@ -171,12 +171,12 @@ class ProgressiveDistillation(BaseDiffusionModel):
         labels = self.check_batch(inputs, data_samples)
         x0 = inputs.float()
         rng = batch_rng(data_samples, x0.shape[0], self.noise_seed, x0.device)
-        T, n = self.schedule.num_train_timesteps, int(self.student_steps)
+        T, n = self.noise_schedule.num_train_timesteps, int(self.student_steps)
         if int(self.stage) == 0:  # any t: the student must work for every sampler
             t = rng.randint(0, T).double()
         else:
             t, t_mid, s = student_grid(T, n, rng.randint(1, n + 1))
-        alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(t))
+        alpha, sigma = (c.float() for c in self.noise_schedule.alpha_sigma(t))
         z_t = ddim_step(x0, rng.randn(*x0.shape[1:]).to(x0), alpha, sigma)
 
         lo, hi = self.guidance_range
@@ -196,13 +196,13 @@ class ProgressiveDistillation(BaseDiffusionModel):
         with torch.no_grad():
             if int(self.stage) == 0:
                 x_target, eps_target = split_prediction(
-                    teacher(z_t, t).double(), z_t.double(), *self.schedule.alpha_sigma(t),
+                    teacher(z_t, t).double(), z_t.double(), *self.noise_schedule.alpha_sigma(t),
                     self.teacher_type)
             else:
-                x_target, eps_target = pd_target(teacher, self.teacher_type, self.schedule,
+                x_target, eps_target = pd_target(teacher, self.teacher_type, self.noise_schedule,
                                                  z_t, t, t_mid, s)
         target = prediction_target(x_target.float(), eps_target.float(), alpha, sigma,
                                    self.prediction_type)
         pred = self.unet_forward(self.unet, z_t, t.float(), student_cond)
-        loss = self.loss(pred, target, self.schedule.snr(t), self.prediction_type)
+        loss = self.loss(pred, target, self.noise_schedule.snr(t), self.prediction_type)
         return dict(loss=loss)

@@ -163,7 +163,7 @@ class SFD(BaseDiffusionModel):
         return name
 
     def _sigma_interval(self, sigma_min, sigma_max) -> tuple[float, float]:
-        lo, hi = self.schedule.sigma_range()
+        lo, hi = self.noise_schedule.sigma_range()
         default_min = SD_SIGMA_MIN if self.text_conditioned else SFD_SIGMA_MIN
         sigma_min = max(default_min, lo) if sigma_min is None else float(sigma_min)
         sigma_max = min(SFD_SIGMA_MAX, hi) if sigma_max is None else float(sigma_max)
@@ -201,7 +201,7 @@ class SFD(BaseDiffusionModel):
 
     def sigmas(self, num_steps: int) -> Tensor:
         return sigma_schedule(num_steps, self.sigma_min, self.sigma_max, self.schedule_type,
-                              self.schedule_rho, self.schedule)
+                              self.schedule_rho, self.noise_schedule)
 
     def teacher_points(self, num_steps: int, M: int | None = None) -> tuple[int, int]:
         """(timestamps of the teacher's grid, stride between student points)."""
@@ -216,7 +216,7 @@ class SFD(BaseDiffusionModel):
             rows = step_labels(None if text else labels, step_condition,
                                self.step_condition_size, x.shape[0], x.device)
             labels = dict(labels, class_labels=rows) if text else rows
-        t = self.schedule.timestep(sigma).float()
+        t = self.noise_schedule.timestep(sigma).float()
         out = self.unet_forward(unet, model_input(x, sigma), t, labels)
         return denoised(out, x, sigma, self.prediction_type)
 

@@ -81,7 +81,7 @@ class DiffusionModel(BaseDiffusionModel):
         return dict(null_class=self.num_classes - 1) if self.class_dropout_prob else {}
 
     def sample_timesteps(self, rng) -> Tensor:
-        T = self.schedule.num_train_timesteps
+        T = self.noise_schedule.num_train_timesteps
         if self.continuous_time:
             return rng.rand() * (T - 1)
         return rng.randint(0, T)
@@ -99,12 +99,12 @@ class DiffusionModel(BaseDiffusionModel):
             labels = labels.masked_fill(drop, self.num_classes - 1)
         t = self.sample_timesteps(rng)
         noise = rng.randn(*x0.shape[1:]).to(x0)
-        alpha, sigma = (c.float() for c in self.schedule.alpha_sigma(t))
+        alpha, sigma = (c.float() for c in self.noise_schedule.alpha_sigma(t))
         z = ddim_step(x0, noise, alpha, sigma)  # forward diffusion is a DDIM step
         t_in = t.float() if self.continuous_time else t
         pred = self.unet_forward(self.unet, z, t_in, labels)
         target = prediction_target(x0, noise, alpha, sigma, self.prediction_type)
-        loss = self.loss(pred, target, self.schedule.snr(t), self.prediction_type)
+        loss = self.loss(pred, target, self.noise_schedule.snr(t), self.prediction_type)
         return dict(loss=loss)
 
 

@@ -79,7 +79,7 @@ def ddim_step(x0: Tensor, eps: Tensor, alpha_s, sigma_s) -> Tensor:
     return per_sample(alpha_s, x0) * x0 + per_sample(sigma_s, x0) * eps
 
 
-class VPSchedule:
+class NoiseSchedule:
     """alpha_t, sigma_t and log-SNR of a diffusers scheduler's alphas_cumprod.
 
     Values are diffusers' own (so an export's DDIM sampler uses exactly the
@@ -99,7 +99,7 @@ class VPSchedule:
         self.num_train_timesteps = ac.numel()
 
     @classmethod
-    def from_scheduler(cls, scheduler) -> "VPSchedule":
+    def from_scheduler(cls, scheduler) -> "NoiseSchedule":
         """From a diffusers scheduler (any with ``alphas_cumprod``)."""
         if not hasattr(scheduler, "alphas_cumprod"):
             raise TypeError(
@@ -162,5 +162,5 @@ class VPSchedule:
         return lo + frac - 1
 
     def __repr__(self) -> str:
-        return f"VPSchedule(T={self.num_train_timesteps})"
+        return f"NoiseSchedule(T={self.num_train_timesteps})"
 
