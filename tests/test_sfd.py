@@ -13,6 +13,8 @@ from diffengine_distill.apis.inference import generate
 from diffengine_distill.diffusion import (NoiseSchedule, afs_step, denoised, euler_step,
                                                  model_input, sigma_schedule)
 from diffengine_distill.diffusion.solvers import solve
+from diffengine_distill.models.editors.sfd import SFD, second_stage
+from diffengine_distill.models.editors.sfd.second_stage import check_last_step_loss
 from diffengine_distill.registry import MODELS
 
 T = 1024
@@ -96,6 +98,20 @@ TINY_UNET = dict(type="UNet2DModel", sample_size=8, in_channels=1, out_channels=
 def tiny_sfd(**kwargs):
     torch.manual_seed(0)
     return MODELS.build(dict(dict(type="SFD", unet=TINY_UNET, scheduler=COSINE), **kwargs))
+
+
+@pytest.fixture(scope="module")
+def pixel_stage1(tmp_path_factory):
+    """A first-stage SFD-v export of the tiny pixel teacher."""
+    folder = tmp_path_factory.mktemp("stage1") / "export"
+    tiny_sfd(use_step_condition=True, step_range=(4, 7)).save_export(str(folder))
+    return folder
+
+
+def tiny_second_stage(stage1, **kwargs):
+    return tiny_sfd(type="SFDSecondStage", unet=dict(type="pretrained", path=str(stage1),
+                                                     subfolder="unet"),
+                    scheduler=dict(type="pretrained", path=str(stage1)), **kwargs)
 
 
 def test_teacher_targets_are_every_k_th_point_of_the_teacher_solver():
@@ -192,8 +208,7 @@ def test_step_condition_starts_as_the_teacher_and_draws_agree():
     (dict(num_steps=2, afs=True), "num_steps=2 leaves no network step after AFS"),
     (dict(schedule_type="karras"), "Unknown schedule_type 'karras'"),
     (dict(sigma_max=1e6), "sigma_max=1e\\+06 must satisfy"),
-    (dict(is_second_stage=True), "is_second_stage=True distils a first-stage SFD"),
-    (dict(last_step_loss="l2"), "last_step_loss must be one of .*'lpips'.*'l1'.*got 'l2'"),
+    (dict(type="SFDSecondStage"), "SFDSecondStage distils a first-stage SFD"),
 ])
 def test_bad_configs_fail_early(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -211,7 +226,7 @@ def sfd_runs(tiny_teacher, tmp_path_factory):
     mim_train(cfg, sfd_v, "--cfg-options", *teacher, "model.use_step_condition=True")
     second = base / "second"
     stage1 = [f"model.unet.path={sfd_v / 'step6'}", f"model.scheduler.path={sfd_v / 'step6'}"]
-    mim_train(cfg, second, "--cfg-options", *stage1, "model.is_second_stage=True",
+    mim_train(cfg, second, "--cfg-options", *stage1, "model.type=SFDSecondStage",
               "model.num_steps=3", "model.M=2", "model.last_step_loss=l1")
     return dict(full=base / "full", sfd_v=sfd_v, second=second)
 
@@ -288,7 +303,7 @@ def test_second_stage_is_one_nfe(sfd_runs, root):
     assert pipe.scheduler.config.num_steps == 3 and pipe.scheduler.num_inference_steps == 1
     sd = torch.load(second / "iter_6.pth", map_location="cpu", weights_only=True)["state_dict"]
     stage1 = sfd_runs["sfd_v"] / "step6"
-    model = load_model(root, stage1, sd, is_second_stage=True, num_steps=3, M=2,
+    model = load_model(root, stage1, sd, type="SFDSecondStage", num_steps=3, M=2,
                        last_step_loss="l1")
     assert model.teacher_afs and model.use_step_condition
     calls = []
@@ -395,9 +410,10 @@ class FakeLPIPS(torch.nn.Module):
         return torch.tensor([0.25, 0.75], dtype=a.dtype).reshape(2, 1, 1, 1)
 
 
-def test_second_stage_lpips_weighs_c_h_w_as_sfd_main():
-    model = tiny_sfd()
-    object.__setattr__(model, "lpips", FakeLPIPS())
+def test_second_stage_lpips_weighs_c_h_w_as_sfd_main(pixel_stage1, monkeypatch):
+    monkeypatch.setattr(second_stage, "build_lpips", lambda *args: FakeLPIPS())
+    model = tiny_second_stage(pixel_stage1)
+    assert model.last_step_loss == "lpips" and isinstance(model.lpips, FakeLPIPS)
     torch.manual_seed(1)
     x, y = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
     # sfd-main: loss = |x - y| + lpips.mean() (added to every element), then sum / B.
@@ -406,14 +422,17 @@ def test_second_stage_lpips_weighs_c_h_w_as_sfd_main():
     assert abs(float(model.step_loss(x, y, last=False)) - float((x - y).abs().sum() / 2)) < 1e-4
 
 
-def test_lpips_only_in_pixel_space(tiny_sd):
-    assert sfd_sd_model(tiny_sd).last_step_loss == "l1"  # latents: L1 as sfd-main
-    assert tiny_sfd().last_step_loss == "lpips"
+def test_lpips_only_in_pixel_space(pixel_stage1):
+    assert check_last_step_loss(None, latent=True) == "l1"  # latents: L1 as sfd-main
+    assert check_last_step_loss(None, latent=False) == "lpips"
     with pytest.raises(ValueError, match="'lpips' compares images, but this teacher samples "
                                          "VAE latents: use 'l1'.*or 'lpips_decoded'"):
-        sfd_sd_model(tiny_sd, last_step_loss="lpips")
+        check_last_step_loss("lpips", latent=True)
     with pytest.raises(ValueError, match="'lpips_decoded' is for latent teachers"):
-        tiny_sfd(last_step_loss="lpips_decoded")
+        tiny_second_stage(pixel_stage1, last_step_loss="lpips_decoded")
+    with pytest.raises(ValueError, match="last_step_loss must be one of .*'lpips'.*'l1'.*"
+                                         "got 'l2'"):
+        tiny_second_stage(pixel_stage1, last_step_loss="l2")
 
 
 def vp_timestep(sigma, alphas_cumprod):
@@ -520,7 +539,7 @@ def test_second_stage_teacher_is_euler_conditioned_on_its_step_count(tmp_path):
     with torch.no_grad():  # distinct rows per step count, as after training
         first.unet.class_embedding.weight.normal_()
     first.save_export(str(tmp_path / "stage1"))
-    second = tiny_sfd(is_second_stage=True, num_steps=3, M=2, last_step_loss="l1",
+    second = tiny_sfd(type="SFDSecondStage", num_steps=3, M=2, last_step_loss="l1",
                       unet=dict(type="pretrained", path=str(tmp_path / "stage1"),
                                 subfolder="unet"),
                       scheduler=dict(type="pretrained", path=str(tmp_path / "stage1")))
@@ -541,6 +560,45 @@ def test_second_stage_teacher_is_euler_conditioned_on_its_step_count(tmp_path):
             trajectory.append(x)
     assert torch.allclose(targets[0], trajectory[3], atol=1e-5)
     assert torch.allclose(targets[1], trajectory[6], atol=1e-5)
+
+
+def test_first_stage_sfd_has_no_second_stage_path(pixel_stage1):
+    """SFD on a first-stage export is a first stage: the configured teacher
+    solver on the config's step schedule, no step condition on the teacher, L1
+    on every step; the second stage is SFDSecondStage alone."""
+    import inspect
+    import json
+    assert not {"is_second_stage", "last_step_loss", "lpips_vae"} & \
+        set(inspect.signature(SFD.__init__).parameters)
+    model = tiny_sfd(unet=dict(type="pretrained", path=str(pixel_stage1), subfolder="unet"),
+                     scheduler=dict(type="pretrained", path=str(pixel_stage1)),
+                     schedule_type="logsnr", sigma_min=0.05)
+    assert type(model) is SFD and model.solver["solver"] == "dpmpp"
+    assert not model.teacher_afs and not model.use_step_condition
+    assert model.teacher_step_condition(7) is None and not hasattr(model, "lpips")
+    assert (model.schedule_type, model.sigma_min) == ("logsnr", 0.05)
+    x, y = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    assert torch.equal(model.step_loss(x, y, last=True), model.step_loss(x, y, last=False))
+    assert abs(float(model.step_loss(x, y, last=True)) - float((x - y).abs().sum() / 2)) < 1e-5
+
+    second = tiny_second_stage(pixel_stage1, last_step_loss="l1", sampler_tea="dpmpp",
+                               schedule_type="logsnr", sigma_min=0.05, step_range=(4, 5))
+    first = json.loads((pixel_stage1 / "scheduler" / "scheduler_config.json").read_text())
+    assert second.solver == dict(solver="euler") and second.teacher_afs
+    assert (second.schedule_type, second.sigma_min) == ("polynomial", first["sigma_min"])
+    assert second.step_range is None and second.step_condition_size == 8
+    assert second.teacher_step_condition(7) == 7
+
+
+def test_old_second_stage_flag_names_the_new_model():
+    """Configs from when the second stage was SFD's is_second_stage flag: the
+    first-stage values still build SFD, asking for the second stage names
+    SFDSecondStage."""
+    assert type(tiny_sfd(is_second_stage=False, last_step_loss=None)) is SFD
+    for key, value in (("is_second_stage", True), ("last_step_loss", "l1")):
+        with pytest.raises(ValueError, match=f"model.{key}=.* is a second-stage option.*"
+                                             "model.type='SFDSecondStage'"):
+            tiny_sfd(**{key: value})
 
 
 def test_eps_student_starts_as_its_teacher(tmp_path):
@@ -622,13 +680,23 @@ class L1Distance(torch.nn.Module):
         return (a - b).abs().mean((1, 2, 3))
 
 
-def test_lpips_decoded_compares_decoded_images(tiny_sd):
+def test_lpips_decoded_compares_decoded_images(tiny_sd, tmp_path, monkeypatch):
     """Latent teachers' optional LPIPS: both latents through the VAE first,
     weighted by the latent's C*H*W on the last step."""
-    model = sfd_sd_model(tiny_sd, last_step_loss="lpips_decoded")
+    sfd_sd_model(tiny_sd).save_export(str(tmp_path / "stage1"))
+    monkeypatch.setattr(second_stage, "build_lpips", lambda *args: L1Distance())
+
+    def sd_second_stage(**kwargs):
+        cfg = Config.fromfile("tests/configs/sfd_sd_tiny.py")
+        cfg.model.data_preprocessor.model = tiny_sd
+        return MODELS.build(dict(cfg.model.to_dict(), type="SFDSecondStage",
+                                 base_model=str(tmp_path / "stage1"),
+                                 scheduler=dict(type="pretrained", path=str(tmp_path / "stage1")),
+                                 **kwargs))
+    assert sd_second_stage().last_step_loss == "l1"  # latents: L1 as sfd-main
+    model = sd_second_stage(last_step_loss="lpips_decoded")
     vae = model.data_preprocessor.vae
-    object.__setattr__(model, "lpips", L1Distance())
-    object.__setattr__(model, "lpips_decoder", vae)
+    assert model.lpips_decoder is vae and isinstance(model.lpips, L1Distance)
     torch.manual_seed(2)
     x, y = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     with torch.no_grad():

@@ -13,8 +13,10 @@ gpus = 1
 global_batch = batch * gpus
 max_iters = total_kimg * 1000 // global_batch
 
-model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher),
-             num_steps=3, M=2, is_second_stage=True,
+# The first-stage options sfd_digits.py sets (teacher solver, step schedule,
+# sigma interval) are read from the teacher's export instead.
+model = dict(type="SFDSecondStage", unet=dict(path=teacher), scheduler=dict(path=teacher),
+             num_steps=3, M=2,
              # No LPIPS weights ship with the package: L1 alone on the last
              # step. With `pip install lpips` and its weights cached, use "lpips".
              last_step_loss="l1")

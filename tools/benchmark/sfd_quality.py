@@ -134,7 +134,7 @@ def main():
     runs["second_stage"] = train(
         osp.join(args.work_dir, "second_stage"), args.second_kimg, args.batch,
         [f"model.unet.path={stage1}", f"model.scheduler.path={stage1}",
-         "model.is_second_stage=True", "model.num_steps=3", "model.M=2",
+         "model.type=SFDSecondStage", "model.num_steps=3", "model.M=2",
          "model.last_step_loss=l1", "optim_wrapper.optimizer.lr=5e-4"])
 
     import torch

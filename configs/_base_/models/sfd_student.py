@@ -12,17 +12,13 @@ model = dict(
     max_order=3,              # dpmpp 1..3, ipndm 1..4
     predict_x0=True,
     lower_order_final=True,
-    schedule_type="polynomial",  # polynomial | logsnr | time_uniform | discrete
+    schedule_type="polynomial",  # the step schedule: polynomial | logsnr | time_uniform | discrete
     schedule_rho=7,
     use_step_condition=False,  # True: SFD-v, one model for several NFEs
-    is_second_stage=False,     # True: distil a first-stage model to 1 NFE
     # None: sfd-main's, within the model's sigma(t=0)..sigma(t=T-1):
     # sigma_min 0.1 for text-to-image (SD-class) teachers, else 0.006; sigma_max 80.
     sigma_min=None,
     sigma_max=None,
-    # Second stage's last step: None = "lpips" for pixel teachers (weight C*H*W,
-    # as sfd-main), "l1" for latent ones; "lpips_decoded" = LPIPS of VAE-decoded latents.
-    last_step_loss=None,
 )
 # SFD updates inside its own train_step, which mmengine's default DDP wrapper
 # bypasses: wrap the trainable UNet alone (gradients still all-reduced).

@@ -10,11 +10,10 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ...builders import build_scheduler, load_vae
+from ...builders import build_scheduler
 from ....diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input, sigma_schedule
 from ....diffusion.sfd_steps import nfe, timestamps
 from ....diffusion.solvers import check_solver, solve
-from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel
 from .step_condition import add_step_condition, folded_step_condition, step_labels
 
@@ -22,7 +21,19 @@ from .step_condition import add_step_condition, folded_step_condition, step_labe
 # for Stable Diffusion; sigma_max is capped at the model's sigma(t = T-1)
 # (14.6 for SD 1.5), as sfd-main's LDM wrapper.
 SFD_SIGMA_MIN, SD_SIGMA_MIN, SFD_SIGMA_MAX = 0.006, 0.1, 80.0
-LAST_STEP_LOSSES = ("lpips", "lpips_decoded", "l1")
+
+
+def refuse_second_stage_keys(kwargs: dict) -> None:
+    """Configs written when the second stage was a flag of SFD: drop their
+    first-stage values (is_second_stage=False, last_step_loss=None) and point
+    those that ask for the second stage to its own model."""
+    for key in ("is_second_stage", "last_step_loss", "lpips_vae"):
+        value = kwargs.pop(key, None)
+        if value:
+            raise ValueError(
+                f"model.{key}={value!r} is a second-stage option, and the second stage is "
+                "its own model: set model.type='SFDSecondStage' (and drop is_second_stage) "
+                "to distil a first-stage SFD/SFD-v export to 1 NFE.")
 
 
 @MODELS.register_module()
@@ -38,10 +49,14 @@ class SFD(BaseDiffusionModel):
     the optimizer steps after every student step (num_steps - 1, minus one
     with AFS, updates per batch): see ``train_step``.
 
+    The second stage (a 1-NFE student of a first-stage export) is
+    ``SFDSecondStage``.
+
     Args:
         num_steps, M, afs, sampler_tea, max_order, predict_x0,
-        lower_order_final, schedule_type, schedule_rho, use_step_condition,
-        is_second_stage: as in sfd-main's README table.
+        lower_order_final, schedule_type, schedule_rho, use_step_condition:
+            as in sfd-main's README table (``schedule_type``/``schedule_rho``:
+            the step schedule, see docs/methods.md).
         sigma_min, sigma_max: the sampled sigma interval; None takes sfd-main's,
             clipped to the model's range (sigma of t = 0 .. T-1): sigma_min 0.1
             for text-to-image (SD-class) teachers, else 0.006; sigma_max 80.
@@ -49,15 +64,6 @@ class SFD(BaseDiffusionModel):
             (sfd-main always applies it; turn it off for latent models).
         step_range: SFD-v's range of num_steps drawn per iteration (sfd-main
             draws 4..7, i.e. 2..5 NFE with AFS).
-        last_step_loss: second stage only. ``"lpips"`` (default for pixel
-            teachers, as sfd-main) adds the last step's LPIPS to every element
-            of its L1 tensor, i.e. with weight C*H*W against the summed L1
-            (needs the ``lpips`` package and its weights locally); ``"l1"``
-            (default for latent teachers, as sfd-main) is L1 alone;
-            ``"lpips_decoded"`` (latent teachers) takes LPIPS of VAE-decoded
-            images, same weight (latent C*H*W).
-        lpips_vae: ``"lpips_decoded"``'s decoder (``load_vae`` options, e.g. a
-            tiny VAE); None: the data preprocessor's VAE.
         step_seed: seeds SFD-v's step-count draws, which are a function of
             (step_seed, iteration) so every process and a resumed run agree.
         global_batch: trajectories per iteration over all processes, the
@@ -71,97 +77,53 @@ class SFD(BaseDiffusionModel):
                  sampler_tea: str = "dpmpp", max_order: int | None = None,
                  predict_x0: bool = True, lower_order_final: bool = True,
                  schedule_type: str = "polynomial", schedule_rho: float = 7.0,
-                 use_step_condition: bool = False, is_second_stage: bool = False,
+                 use_step_condition: bool = False,
                  sigma_min: float | None = None, sigma_max: float | None = None,
                  thresholding: bool = True, step_range: tuple[int, int] = (4, 7),
-                 last_step_loss: str | None = None, lpips_vae: dict | None = None,
                  step_seed: int = 0, global_batch: int | None = None, **kwargs):
+        refuse_second_stage_keys(kwargs)
         super().__init__(*args, **kwargs)
-        self.num_steps, self.M, self.afs = int(num_steps), int(M), bool(afs)
-        self.is_second_stage = bool(is_second_stage)
-        self.step_seed = int(step_seed)
-        self.global_batch = None if global_batch is None else int(global_batch)
-        self._batch_checked = False
+        self._init_student(num_steps, M, afs, step_seed, global_batch)
         self._num_classes = super().num_classes
-        first = self.scheduler.config if self.is_second_stage else None
-        if self.is_second_stage:
-            if type(self.scheduler).__name__ != "SFDScheduler":
-                raise ValueError(
-                    "is_second_stage=True distils a first-stage SFD/SFD-v export: point "
-                    "model.unet and model.scheduler at its folder (work_dirs/<sfd run>/step<N>); "
-                    f"this teacher's scheduler is {type(self.scheduler).__name__}.")
-            # As sfd-main: the first stage's schedule, AFS and step condition; Euler teacher.
-            schedule_type, schedule_rho = first.schedule_type, first.schedule_rho
-            sigma_min, sigma_max = first.sigma_min, first.sigma_max
-            sampler_tea, self.teacher_afs = "euler", bool(first.afs)
-            self._num_classes = first.num_classes
-            self.step_condition_size = first.step_condition_size
-            use_step_condition = self.step_condition_size is not None
-        else:
-            self.teacher_afs = False
+        self.teacher_afs = False  # the teacher solves from sigma_max with its own steps
         self.solver = dict(solver=sampler_tea, max_order=check_solver(sampler_tea, max_order),
                            predict_x0=bool(predict_x0), lower_order_final=bool(lower_order_final),
                            thresholding=bool(thresholding))
+        self._init_step_schedule(schedule_type, schedule_rho, sigma_min, sigma_max)
+        self._init_step_condition(use_step_condition)
+        self.step_range = tuple(int(n) for n in step_range) if self.use_step_condition else None
+        self._check_steps()
+        self.teacher_unet = self.frozen_teacher()
+        if self.use_step_condition:
+            # Room for the second stage's teacher count, (M + 1)(3 - 1) + 1 = 7 by default.
+            self.step_condition_size = max(self.step_range[1], 7) + 1
+            add_step_condition(self.unet, self.step_condition_size)
+        else:
+            self.step_condition_size = None
+        # Persistent: SFD-v's draws depend on it, so a resumed run draws the same.
+        self.register_buffer("iteration", torch.tensor(0))
+
+    def _init_student(self, num_steps, M, afs, step_seed, global_batch) -> None:
+        self.num_steps, self.M, self.afs = int(num_steps), int(M), bool(afs)
+        self.step_seed = int(step_seed)
+        self.global_batch = None if global_batch is None else int(global_batch)
+        self._batch_checked = False
+
+    def _init_step_schedule(self, schedule_type, schedule_rho, sigma_min, sigma_max) -> None:
         if schedule_type not in SCHEDULE_TYPES:
             raise ValueError(f"Unknown schedule_type {schedule_type!r}; use one of "
                              f"{SCHEDULE_TYPES}.")
         self.schedule_type, self.schedule_rho = schedule_type, float(schedule_rho)
         self.sigma_min, self.sigma_max = self._sigma_interval(sigma_min, sigma_max)
+
+    def _init_step_condition(self, use_step_condition) -> None:
         self.use_step_condition = bool(use_step_condition)
         if self.use_step_condition and self.text_conditioned and self.lora_config is not None:
             raise ValueError("SFD-v's step-count table is a new layer that a LoRA export "
                              "cannot carry: train a full-UNet student (lora_config=None) or "
                              "per-NFE SFD students (use_step_condition=False).")
-        if self.is_second_stage and self.text_conditioned and first.step_range is not None:
-            raise ValueError("A text-to-image SFD-v export is one stock UNet per step count "
-                             "(the table is folded in): point the second stage at a per-NFE "
-                             "SFD export instead.")
-        self.step_range = None
-        if self.use_step_condition and not self.is_second_stage:
-            self.step_range = tuple(int(n) for n in step_range)
-        self._check_steps()
-        self.last_step_loss = self._check_last_step_loss(last_step_loss)
-        # Plain attributes, not submodules: frozen weights stay out of checkpoints.
-        lpips = decoder = None
-        if self.is_second_stage and self.last_step_loss != "l1":
-            lpips = build_lpips("last_step_loss",
-                                "model.last_step_loss='l1' (L1 alone on the last step)")
-        if lpips is not None and self.last_step_loss == "lpips_decoded":
-            decoder = load_vae(**lpips_vae) if lpips_vae else self.data_preprocessor.vae
-            decoder.eval().requires_grad_(False)
-        object.__setattr__(self, "lpips", lpips)
-        object.__setattr__(self, "lpips_decoder", decoder)
-
-        self.teacher_unet = self.frozen_teacher()
-        if self.use_step_condition and not self.is_second_stage:
-            # Room for the second stage's teacher count, (M + 1)(3 - 1) + 1 = 7 by default.
-            self.step_condition_size = max(self.step_range[1], 7) + 1
-            add_step_condition(self.unet, self.step_condition_size)
-        elif not self.use_step_condition:
-            self.step_condition_size = None
-        # Persistent: SFD-v's draws depend on it, so a resumed run draws the same.
-        self.register_buffer("iteration", torch.tensor(0))
 
     # -- configuration checks ------------------------------------------------
-    @property
-    def latent(self) -> bool:
-        """Samples are VAE latents (the SD data preprocessor), not pixels."""
-        return hasattr(self.data_preprocessor, "vae")
-
-    def _check_last_step_loss(self, name: str | None) -> str:
-        if name is None:  # as sfd-main: LPIPS only in pixel space
-            return "l1" if self.latent else "lpips"
-        if name not in LAST_STEP_LOSSES:
-            raise ValueError(f"last_step_loss must be one of {LAST_STEP_LOSSES}, got {name!r}.")
-        if name == "lpips" and self.latent:
-            raise ValueError("last_step_loss='lpips' compares images, but this teacher samples "
-                             "VAE latents: use 'l1' (sfd-main's choice for latent teachers) "
-                             "or 'lpips_decoded' (LPIPS of the VAE-decoded images).")
-        if name == "lpips_decoded" and not self.latent:
-            raise ValueError("last_step_loss='lpips_decoded' is for latent teachers; this "
-                             "one samples pixels: use 'lpips'.")
-        return name
-
     def _sigma_interval(self, sigma_min, sigma_max) -> tuple[float, float]:
         lo, hi = self.noise_schedule.sigma_range()
         default_min = SD_SIGMA_MIN if self.text_conditioned else SFD_SIGMA_MIN
@@ -187,12 +149,6 @@ class SFD(BaseDiffusionModel):
                     + f": num_steps counts timestamps, use >= {least} ({least} = 1 NFE).")
         if self.M < 0:
             raise ValueError(f"M={self.M} must be >= 0 (teacher steps inserted per interval).")
-        if self.is_second_stage and self.step_condition_size is not None:
-            teacher_steps = self.teacher_points(self.num_steps)[0]
-            if max(teacher_steps, self.num_steps) >= self.step_condition_size:
-                raise ValueError(
-                    f"The first-stage SFD-v table holds step counts below "
-                    f"{self.step_condition_size}; the teacher needs {teacher_steps}: lower M.")
 
     # -- grids and networks ----------------------------------------------------
     @property
@@ -223,14 +179,16 @@ class SFD(BaseDiffusionModel):
     def _condition(self, num_steps: int) -> int | None:
         return num_steps if self.use_step_condition else None
 
+    def teacher_step_condition(self, points: int) -> int | None:
+        """The teacher's step-count condition: none, it is the plain teacher."""
+        return None
+
     @torch.no_grad()
     def teacher_targets(self, noise: Tensor, labels, num_steps: int, M: int) -> Tensor:
         """The teacher's states at the student's timestamps 1..num_steps-1."""
         points, stride = self.teacher_points(num_steps, M)
         sig = self.sigmas(points)
-
-        # Only a second stage's teacher (an SFD-v student) is step-conditioned.
-        condition = points if self.is_second_stage and self.use_step_condition else None
+        condition = self.teacher_step_condition(points)
 
         def teacher(x, sigma):
             return self.denoise(self.teacher_unet, x, sigma, labels, condition)
@@ -265,25 +223,9 @@ class SFD(BaseDiffusionModel):
 
     # -- training --------------------------------------------------------------
     def step_loss(self, x: Tensor, target: Tensor, last: bool) -> Tensor:
-        """L1 summed over pixels, mean over the batch; on the second stage's last
-        step sfd-main adds the batch-mean LPIPS to every element of the L1
-        tensor before summing, so it weighs C*H*W times a pixel's L1."""
-        loss = (x - target).abs().flatten(1).sum(1).mean()
-        if last and self.lpips is not None:
-            loss = loss + x[0].numel() * self.perceptual(x, target).mean()
-        return loss
-
-    def perceptual(self, x: Tensor, target: Tensor) -> Tensor:
-        """Per-sample LPIPS at 224 px, of the decoded images for latent teachers."""
-        if self.lpips_decoder is None:
-            return lpips_distance(self.lpips, x, target)
-        vae = self.lpips_decoder.to(x.device)
-
-        def decode(latents):  # sigma-space sample at sigma_min ~ the latent itself
-            return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.float()
-        with torch.no_grad():
-            target = decode(target)
-        return lpips_distance(self.lpips, decode(x), target)
+        """L1 summed over pixels, mean over the batch (``last``: the final
+        student step, which the second stage weighs differently)."""
+        return (x - target).abs().flatten(1).sum(1).mean()
 
     def train_step(self, data, optim_wrapper) -> dict:
         data = self.data_preprocessor(data, True)
