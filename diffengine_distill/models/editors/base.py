@@ -15,6 +15,7 @@ from diffengine_distill.registry import MODELS
 from ..builders import build_scheduler, build_unet
 from .attention import set_attention
 from .base_model import config_from_base, preprocessor_from_base
+from .compile import compile_options, compile_unets
 from .conditioning import cat_conditions, unet_kwargs
 from .lora import AdapterTeacher, add_lora, save_peft_folder
 from .state_dict_hooks import (add_wrapper_keys, drop_frozen_unet, drop_wrapper_keys,
@@ -55,6 +56,9 @@ class BaseDiffusionModel(BaseModel):
         gradient_checkpointing: diffusers' activation checkpointing of the
             trained UNet (memory for compute).
         attention: ``sdpa`` (default), ``xformers`` or ``eager`` kernels.
+        compile: ``True`` or torch.compile options (``dict(mode=
+            "reduce-overhead")``: CUDA graphs): every UNet of the model is
+            compiled once the Runner has built it (``editors/compile.py``).
         **diffengine_keys: diffengine's ``model``, ``vae_model``,
             ``unet_lora_config``, ``enable_xformers`` (see
             docs/diffengine_compat.md); its other keys fail with the key to use.
@@ -67,7 +71,7 @@ class BaseDiffusionModel(BaseModel):
                  data_preprocessor: dict | None = None, lora_config: dict | None = None,
                  gradient_checkpointing: bool = False, attention: str = "sdpa",
                  init_cfg: dict | None = None, base_model: str | None = None,
-                 **diffengine_keys):
+                 compile: bool | dict = False, **diffengine_keys):
         from .teacher.diffengine_compat import translate_keys
         base_model, lora_config, data_preprocessor, attention = translate_keys(
             type(self).__name__, diffengine_keys, base_model, lora_config,
@@ -103,10 +107,18 @@ class BaseDiffusionModel(BaseModel):
         self.scheduler = scheduler
         self.noise_schedule = NoiseSchedule.from_scheduler(scheduler)
         self.sampler_cfg = {**DEFAULT_SAMPLER, **(sampler or {})}
+        self.compile_options = compile_options(compile)
         # Checkpoints keep the same keys whether or not DDP wraps a sub-network
         # (MMSeparateDistributedDataParallel), so runs resume across process counts.
         self._register_state_dict_hook(drop_wrapper_keys)
         self._register_load_state_dict_pre_hook(add_wrapper_keys, with_module=True)
+
+    def compile_networks(self) -> int:
+        """torch.compile every UNet (student, teachers, critic) when
+        ``compile`` asks for it; called once the whole model is built."""
+        if self.compile_options is None:
+            return 0
+        return compile_unets(self, self.compile_options)
 
     def frozen_teacher(self):
         """A distillation method's teacher: a frozen copy of the UNet, or for a
