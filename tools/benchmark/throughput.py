@@ -32,7 +32,14 @@ SD15_UNET = dict(  # stable-diffusion-v1-5/stable-diffusion-v1-5's UNet (859.5M 
     attention_head_dim=8,
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+DIGITS_UNET = dict(  # configs/_base_/models/unet_digits_16px.py (1.1M parameters)
+    sample_size=16, in_channels=1, out_channels=1, layers_per_block=1,
+    block_out_channels=(32, 64, 64), norm_num_groups=8, attention_head_dim=32,
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
+UNETS = dict(cifar=CIFAR_UNET, sd15=SD15_UNET, digits=DIGITS_UNET)
 SCHEDULERS = dict(
+    digits=dict(type="DDPMScheduler", num_train_timesteps=1000, beta_schedule="linear"),
     cifar=dict(type="DDPMScheduler", num_train_timesteps=1000, beta_schedule="linear"),
     sd15=dict(type="DDPMScheduler", num_train_timesteps=1000, beta_schedule="scaled_linear",
               beta_start=0.00085, beta_end=0.012))
@@ -63,8 +70,8 @@ def build_unet(kind: str):
                              .to(z.dtype), **kwargs)
 
     torch.manual_seed(0)
-    if kind == "cifar":
-        return UNet2DModel(**CIFAR_UNET)
+    if kind != "sd15":
+        return UNet2DModel(**UNETS[kind])
     return TextConditioned(UNet2DConditionModel(**SD15_UNET))
 
 
@@ -101,7 +108,7 @@ def unets(model):
 
 def batch(kind: str, method: str, n: int, device):
     import torch
-    cfg = CIFAR_UNET if kind == "cifar" else SD15_UNET
+    cfg = UNETS[kind]
     shape = (n, cfg["in_channels"], cfg["sample_size"], cfg["sample_size"])
     inputs = torch.randn(shape, device=device).clamp(-1, 1)
     return dict(inputs=inputs, data_samples=dict(label=[None] * n))
@@ -126,7 +133,118 @@ def time_steps(step, device, warmup: int, iters: int) -> list[float]:
     return times
 
 
+class PartsRecorder:
+    """Records one ``train_step``: every UNet call (its inputs, autocast state,
+    whether a gradient came back through it) and every optimizer step. Their
+    costs measured alone sum to what the iteration cannot be faster than."""
+
+    def __init__(self, model, wrapper):
+        import collections
+        self.calls = collections.Counter()  # key -> UNet calls
+        self.backwards = collections.Counter()  # key -> calls a gradient reached
+        self.inputs = {}  # key -> (module, args, kwargs, trains_weights)
+        self.steps = collections.Counter()  # optimizer -> steps
+        self.optimizers = [w.optimizer for w in _wrappers(wrapper)]
+        self._handles = [m.register_forward_hook(self._on_call, with_kwargs=True)
+                         for m in unets(model)]
+        self._originals = {}
+        for optimizer in self.optimizers:
+            self._originals[optimizer] = optimizer.step
+            optimizer.step = self._counting(optimizer)
+
+    def _counting(self, optimizer):
+        original = self._originals[optimizer]
+
+        def step(*args, **kwargs):
+            self.steps[optimizer] += 1
+            return original(*args, **kwargs)
+        return step
+
+    def _on_call(self, module, args, kwargs, output):
+        import torch
+        device = next(module.parameters()).device.type
+        autocast = (torch.get_autocast_dtype(device)
+                    if torch.is_autocast_enabled(device) else None)
+        shapes = tuple((tuple(a.shape), a.dtype) for a in (*args, *kwargs.values())
+                       if isinstance(a, torch.Tensor))
+        trains = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+        key = (id(module), shapes, autocast, trains)
+        self.calls[key] += 1
+        if key not in self.inputs:
+            detach = (lambda a: a.detach().clone() if isinstance(a, torch.Tensor) else a)
+            self.inputs[key] = (module, [detach(a) for a in args],
+                                {k: detach(v) for k, v in kwargs.items()}, trains)
+        sample = output.sample if hasattr(output, "sample") else output[0]
+        if sample.requires_grad:
+            sample.register_hook(lambda grad: self.backwards.update([key]))
+
+    def close(self):
+        for handle in self._handles:
+            handle.remove()
+        for optimizer, original in self._originals.items():
+            optimizer.step = original
+
+    def parts(self):
+        """(name, count, callable) of each part, the callable timing one of it."""
+        import torch
+        parts = []
+        for key, (module, args, kwargs, trains) in self.inputs.items():
+            device = next(module.parameters()).device.type
+            autocast = key[2]
+            forward_only = self.calls[key] - self.backwards[key]
+            name = f"{type(module).__name__}@{id(module) % 997} batch {args[0].shape[0]}"
+
+            def forward(module=module, args=args, kwargs=kwargs, device=device,
+                        autocast=autocast):
+                with torch.no_grad(), torch.autocast(device, dtype=autocast,
+                                                     enabled=autocast is not None):
+                    module(*args, **kwargs)
+
+            def forward_backward(module=module, args=args, kwargs=kwargs, device=device,
+                                 autocast=autocast, trains=trains):
+                flags = [p.requires_grad for p in module.parameters()]
+                if not trains:  # the gradient only passes through to the input
+                    module.requires_grad_(False)
+                x = args[0].detach().requires_grad_(not trains)
+                try:
+                    with torch.autocast(device, dtype=autocast, enabled=autocast is not None):
+                        out = module(x, *args[1:], **kwargs)
+                    sample = out.sample if hasattr(out, "sample") else out[0]
+                    sample.backward(torch.ones_like(sample))
+                finally:
+                    for p, flag in zip(module.parameters(), flags):
+                        p.requires_grad_(flag)
+                        p.grad = None
+            if forward_only:
+                parts.append((f"{name} forward", forward_only, forward))
+            if self.backwards[key]:
+                what = "forward+backward" if trains else "forward+backward to input"
+                parts.append((f"{name} {what}", self.backwards[key], forward_backward))
+        for optimizer, count in self.steps.items():
+            params = [p for g in optimizer.param_groups for p in g["params"]
+                      if p.requires_grad]  # AdamW skips the frozen ones (no grad)
+
+            def step(optimizer=optimizer, params=params):
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                optimizer.step()
+                for p in params:
+                    p.grad = None
+            parts.append((f"{type(optimizer).__name__} step ({len(params)} tensors)", count,
+                          step))
+        return parts
+
+
+def _wrappers(wrapper) -> list:
+    from mmengine.optim import OptimWrapperDict
+    return list(wrapper.values()) if isinstance(wrapper, OptimWrapperDict) else [wrapper]
+
+
 def measure_training(method, kind, mode, n, device, warmup, iters) -> dict:
+    """Median s/it of the method's ``train_step`` and of each of its parts,
+    timed in turn (an iteration, then each part once) so that a busy machine
+    slows both alike."""
     import torch
     amp, compile_, channels_last = "bf16" in mode, "compile" in mode, "channels_last" in mode
     model = build_model(method, kind, device).train()
@@ -134,17 +252,36 @@ def measure_training(method, kind, mode, n, device, warmup, iters) -> dict:
         unets(model)[0].enable_gradient_checkpointing()  # the trained UNet (built first)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if compile_:
-        for unet in unets(model):
-            unet.compile()
     wrapper = optim_wrapper(model, method, amp)
     data = batch(kind, method, n, device)
+    recorder = PartsRecorder(model, wrapper)
+    model.train_step(data, wrapper)  # recorded in eager mode (hooks would break a graph)
+    recorder.close()
+    if compile_:
+        from diffengine_distill.models.editors.compile import compile_unets
+        compile_unets(model, {})
+    parts = recorder.parts()
+
+    def iteration():
+        model.train_step(data, wrapper)
+    for _ in range(warmup):
+        iteration()
+        for _, _, part in parts:
+            part()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = time_steps(lambda: model.train_step(data, wrapper), device, warmup, iters)
+    times, part_times = [], [[] for _ in parts]
+    for _ in range(iters):
+        times += time_steps(iteration, device, 0, 1)
+        for i, (_, _, part) in enumerate(parts):
+            part_times[i] += time_steps(part, device, 0, 1)
     med = statistics.median(times)
+    part_rows = [dict(part=name, count=count, s_each=statistics.median(t))
+                 for (name, count, _), t in zip(parts, part_times)]
+    parts_s = sum(r["count"] * r["s_each"] for r in part_rows)
     row = dict(method=method, unet=kind, mode=mode, batch=n, s_per_it=med,
-               it_per_s=1 / med, img_per_s=n / med, warmup=warmup, iters=iters)
+               it_per_s=1 / med, img_per_s=n / med, warmup=warmup, iters=iters,
+               parts_s=parts_s, parts_ratio=med / parts_s, parts=part_rows)
     if device.type == "cuda":
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
     del model, wrapper
@@ -154,17 +291,23 @@ def measure_training(method, kind, mode, n, device, warmup, iters) -> dict:
 
 
 def measure_sampling(kind, n, device, warmup, iters) -> list[dict]:
+    """Images/s of exported samplers against NFE x the UNet forward (bf16
+    weights on CUDA, fp32 on the CPU), both timed in turn."""
     import torch
-    """Images/s of exported samplers vs the UNet forward floor (bf16 weights)."""
     from diffusers import DDIMScheduler, LCMScheduler
     from diffengine_distill import SamplerPipeline
     from diffengine_distill.schedulers import SFDScheduler
-    unet = build_unet(kind).to(device, torch.bfloat16).eval()
-    base = dict(num_train_timesteps=1000, beta_schedule="linear")
-    z = torch.randn(n, 3, 32, 32, device=device, dtype=torch.bfloat16)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    unet = build_unet(kind).to(device, dtype).eval()
+    cfg = UNETS[kind]
+    z = torch.randn(n, cfg["in_channels"], cfg["sample_size"], cfg["sample_size"],
+                    device=device, dtype=dtype)
     t = torch.full((n,), 500, device=device)
-    with torch.no_grad():
-        fwd = statistics.median(time_steps(lambda: unet(z, t), device, warmup, iters))
+
+    def forward():
+        with torch.no_grad():
+            unet(z, t)
+    base = dict(num_train_timesteps=1000, beta_schedule="linear")
     samplers = [
         ("teacher DDIM", 50, DDIMScheduler(**base, timestep_spacing="trailing")),
         ("PD / DMD one step (DDIM trailing)", 1, DDIMScheduler(**base, timestep_spacing="trailing")),
@@ -173,17 +316,30 @@ def measure_sampling(kind, n, device, warmup, iters) -> list[dict]:
         ("SFD 2 NFE (AFS)", 2, SFDScheduler(**base, num_steps=4, afs=True, sigma_min=0.01,
                                             sigma_max=80.0)),
     ]
-    rows = [dict(sampler="UNet forward alone", nfe=1, batch=n, s_per_batch=fwd,
-                 img_per_s=n / fwd, floor_ratio=1.0)]
+    calls = []
     for name, steps, scheduler in samplers:
         pipe = SamplerPipeline(unet=unet, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
 
-        def call():
+        def call(pipe=pipe, steps=steps):
             with torch.no_grad():
                 pipe(batch_size=n, num_inference_steps=steps, output_type="pt")
-        med = statistics.median(time_steps(call, device, 1, max(3, iters // 4)))
-        nfe = steps
+        calls.append((name, steps, call))
+    times = {name: [] for name, _, _ in calls}
+    forwards = []
+    for _ in range(warmup):
+        forward()
+        for _, _, call in calls:
+            call()
+    for _ in range(max(3, iters)):
+        forwards += time_steps(forward, device, 0, 1)
+        for name, _, call in calls:
+            times[name] += time_steps(call, device, 0, 1)
+    fwd = statistics.median(forwards)
+    rows = [dict(sampler="UNet forward alone", nfe=1, batch=n, s_per_batch=fwd,
+                 img_per_s=n / fwd, floor_ratio=1.0)]
+    for name, nfe, _ in calls:
+        med = statistics.median(times[name])
         rows.append(dict(sampler=name, nfe=nfe, batch=n, s_per_batch=med, img_per_s=n / med,
                          floor_ratio=med / (nfe * fwd)))
     return rows
@@ -193,18 +349,32 @@ def markdown(result: dict) -> str:
     lines = [f"# Throughput ({result['hardware']})", "",
              f"torch {result['torch']}, median of {result['iters']} iterations after "
              f"{result['warmup']} warm-up; `{result['command']}`", "",
-             "| UNet | method | mode | batch | s/it | it/s | img/s | peak GiB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Parts: every UNet call of one iteration (forward, or forward+backward where "
+             "a gradient came back) and every optimizer step, each timed alone; "
+             "iteration / parts is the overhead (target <= 1.1).", "",
+             "| UNet | method | mode | batch | s/it | sum of parts (s) | iteration / parts "
+             "| img/s | peak GiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in result["training"]:
         if "error" in r:
             lines.append(f"| {r['unet']} | {r['method']} | {r['mode']} | {r['batch']} | "
-                         f"failed: {r['error'][:60]} | | | |")
+                         f"failed: {r['error'][:60]} | | | | |")
             continue
         lines.append(f"| {r['unet']} | {r['method']} | {r['mode']} | {r['batch']} | "
-                     f"{r['s_per_it']:.4f} | {r['it_per_s']:.2f} | {r['img_per_s']:.0f} | "
+                     f"{r['s_per_it']:.4f} | {r['parts_s']:.4f} | {r['parts_ratio']:.2f} | "
+                     f"{r['img_per_s']:.0f} | "
                      f"{r.get('peak_gib', float('nan')):.1f} |")
+    detailed = [r for r in result["training"] if r.get("parts")]
+    if detailed:
+        lines += ["", "Parts of each iteration (median seconds each):", "",
+                  "| method | mode | part | count | s each |", "|---|---|---|---|---|"]
+        for r in detailed:
+            for part in r["parts"]:
+                lines.append(f"| {r['method']} | {r['mode']} | {part['part']} | "
+                             f"{part['count']} | {part['s_each']:.5f} |")
     if result.get("sampling"):
-        lines += ["", "Sampling (bf16 weights, CIFAR-shaped UNet):", "",
+        lines += ["", f"Sampling ({result['sampling_dtype']} weights, "
+                  f"{result['unet']} UNet; target at 1-4 NFE <= 1.1):", "",
                   "| sampler | NFE | batch | s/batch | img/s | time / (NFE x forward) |",
                   "|---|---|---|---|---|---|"]
         for r in result["sampling"]:
@@ -215,9 +385,9 @@ def markdown(result: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--unet", choices=("cifar", "sd15"), default="cifar")
+    p.add_argument("--unet", choices=tuple(UNETS), default="cifar")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--batch", type=int, default=None, help="default: 128 cifar, 16 sd15")
+    p.add_argument("--batch", type=int, default=None, help="default: 128 cifar, 16 sd15, 64 digits")
     p.add_argument("--methods", default="teacher,pd,sfd,dmd")
     p.add_argument("--modes", default=None,
                    help="comma list of fp32, bf16, bf16+channels_last, bf16+compile, "
@@ -233,14 +403,14 @@ def main(argv=None):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    n = args.batch or (128 if args.unet == "cifar" else 16)
+    n = args.batch or dict(cifar=128, sd15=16, digits=64)[args.unet]
     modes = (args.modes.split(",") if args.modes else
              ["fp32", "bf16", "bf16+channels_last", "bf16+compile"] if device.type == "cuda"
              else ["fp32"])
     hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
                 else f"CPU {platform.processor() or platform.machine()}, "
                      f"{torch.get_num_threads()} threads")
-    result = dict(hardware=hardware, torch=torch.__version__, warmup=args.warmup,
+    result = dict(hardware=hardware, unet=args.unet, torch=torch.__version__, warmup=args.warmup,
                   iters=args.iters, command="python tools/benchmark/throughput.py "
                   + " ".join(argv if argv is not None else os.sys.argv[1:]),
                   training=[], sampling=[])
@@ -260,7 +430,8 @@ def main(argv=None):
             print(json.dumps(row), flush=True)
             result["training"].append(row)
             _write(result, out)
-    if args.sampling and args.unet == "cifar":
+    if args.sampling and args.unet != "sd15":
+        result["sampling_dtype"] = "bf16" if device.type == "cuda" else "fp32"
         result["sampling"] = measure_sampling(args.unet, n, device, args.warmup, args.iters)
         for row in result["sampling"]:
             print(json.dumps(row), flush=True)
