@@ -11,7 +11,7 @@ from conftest import mim_train
 from diffengine_distill import SamplerPipeline, SFDScheduler
 from diffengine_distill.apis.inference import generate
 from diffengine_distill.diffusion import (NoiseSchedule, afs_step, denoised, euler_step,
-                                                 model_input, sigma_schedule)
+                                          model_input, sampling_sigmas)
 from diffengine_distill.diffusion.solvers import solve
 from diffengine_distill.models.editors.sfd import SFD, second_stage
 from diffengine_distill.models.editors.sfd.second_stage import check_last_step_loss
@@ -22,25 +22,25 @@ COSINE = dict(type="DDPMScheduler", num_train_timesteps=T, beta_schedule="square
               prediction_type="v_prediction")
 
 
-def cosine_schedule():
+def cosine_noise_schedule():
     return NoiseSchedule.from_scheduler(DDPMScheduler(num_train_timesteps=T,
-                                                   beta_schedule="squaredcos_cap_v2"))
+                                                      beta_schedule="squaredcos_cap_v2"))
 
 
 # -- sigma-space math ------------------------------------------------------------
 def test_timestep_inverts_sigma_with_log_linear_alpha_bar():
-    schedule = cosine_schedule()
-    ac = schedule.alphas_cumprod
+    noise_schedule = cosine_noise_schedule()
+    ac = noise_schedule.alphas_cumprod
     for t in (0.0, 3.0, 511.25, 1000.5, 1023.0):
-        sigma = schedule.sigma(torch.tensor(t))
-        assert abs(float(schedule.timestep(sigma)) - t) < 1e-9
+        sigma = noise_schedule.sigma(torch.tensor(t))
+        assert abs(float(noise_schedule.timestep(sigma)) - t) < 1e-9
         lo = math.floor(t)
         if lo < t:  # independent closed form of the interpolation
             f = t - lo
             ab = math.exp((1 - f) * math.log(ac[lo]) + f * math.log(ac[lo + 1]))
             assert abs(float(sigma) - math.sqrt((1 - ab) / ab)) < 1e-9
     with pytest.raises(ValueError, match="sigma must lie in the model's range"):
-        schedule.timestep(1e-4)
+        noise_schedule.timestep(1e-4)
 
 
 def test_denoiser_is_the_vp_models_x0_in_sigma_space():
@@ -66,27 +66,29 @@ def test_euler_and_afs_steps_match_their_formulas():
     assert torch.allclose(afs_step(x, s, s_next), x + (s_next - s) * x / math.sqrt(1 + s ** 2))
 
 
-def test_schedules_against_closed_forms():
+def test_step_schedules_against_closed_forms():
     n, lo, hi = 5, 0.01, 80.0
-    poly = sigma_schedule(n, lo, hi, "polynomial", 7)
+    poly = sampling_sigmas(n, lo, hi, "polynomial", 7)
     i = torch.arange(n, dtype=torch.float64)
     assert torch.allclose(poly, (hi ** (1 / 7) + i / 4 * (lo ** (1 / 7) - hi ** (1 / 7))) ** 7)
-    log = sigma_schedule(n, lo, hi, "logsnr")
-    assert torch.allclose(log[1:] / log[:-1], (lo / hi) ** (1 / 4) * torch.ones(4, dtype=torch.float64))
-    tu = sigma_schedule(n, lo, hi, "time_uniform", 1)
+    log = sampling_sigmas(n, lo, hi, "logsnr")
+    assert torch.allclose(log[1:] / log[:-1],
+                          (lo / hi) ** (1 / 4) * torch.ones(4, dtype=torch.float64))
+    tu = sampling_sigmas(n, lo, hi, "time_uniform", 1)
     assert abs(float(tu[0]) - hi) < 1e-9 and abs(float(tu[-1]) - lo) < 1e-9
-    schedule = cosine_schedule()
-    disc = sigma_schedule(n, lo, hi, "discrete", 1, schedule)
-    t = schedule.timestep(disc)
-    assert torch.allclose(t[1:] - t[:-1], (t[1] - t[0]) * torch.ones(4, dtype=torch.float64))  # uniform in t
+    noise_schedule = cosine_noise_schedule()
+    disc = sampling_sigmas(n, lo, hi, "discrete", 1, noise_schedule)
+    t = noise_schedule.timestep(disc)
+    # uniform in t
+    assert torch.allclose(t[1:] - t[:-1], (t[1] - t[0]) * torch.ones(4, dtype=torch.float64))
     assert abs(float(disc[0]) - hi) < 1e-9 and abs(float(disc[-1]) - lo) < 1e-9
     # A grid with (M + 1)(n - 1) + 1 points nests the n-point grid.
     for kind in ("polynomial", "logsnr", "time_uniform", "discrete"):
-        small = sigma_schedule(n, lo, hi, kind, 7, schedule)
-        big = sigma_schedule(4 * (n - 1) + 1, lo, hi, kind, 7, schedule)
+        small = sampling_sigmas(n, lo, hi, kind, 7, noise_schedule)
+        big = sampling_sigmas(4 * (n - 1) + 1, lo, hi, kind, 7, noise_schedule)
         assert torch.allclose(big[::4], small, rtol=1e-9), kind
     with pytest.raises(ValueError, match="Unknown schedule_type 'cosine'"):
-        sigma_schedule(n, lo, hi, "cosine")
+        sampling_sigmas(n, lo, hi, "cosine")
 
 
 # -- the model ---------------------------------------------------------------------
@@ -122,7 +124,8 @@ def test_teacher_targets_are_every_k_th_point_of_the_teacher_solver():
     assert torch.allclose(sig[::3], model.sigmas(4), rtol=1e-12)
 
     def teacher(x, s):
-        v = model.teacher_unet(model_input(x, s), model.noise_schedule.timestep(s).float().expand(2)).sample
+        t = model.noise_schedule.timestep(s).float().expand(2)
+        v = model.teacher_unet(model_input(x, s), t).sample
         return denoised(v, x, s, "v_prediction")
     full = solve(teacher, noise * sig[0].float(), sig, "dpmpp", max_order=3, thresholding=True)
     assert targets.shape == (3, 2, 1, 8, 8)
@@ -362,7 +365,7 @@ def test_sigkill_mid_run_then_resume_matches(sfd_runs, tiny_teacher, tmp_path):
 
 # -- sfd-main's settings and math, checked independently ------------------------------
 def polynomial_grid(n, lo, hi, rho=7.0):
-    """EDM's polynomial schedule, written out."""
+    """EDM's polynomial step schedule, written out."""
     return [(hi ** (1 / rho) + i / (n - 1) * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
             for i in range(n)]
 
@@ -399,7 +402,7 @@ def test_sigma_interval_follows_sfd_main(tiny_sd):
     low = dict(COSINE, beta_schedule="linear", beta_start=1e-5, beta_end=0.02)
     model = MODELS.build(dict(type="SFD", unet=TINY_UNET, scheduler=low))
     assert model.sigma_min == 0.006 and model.sigma_max == 80.0
-    lo = cosine_schedule().sigma_range()[0]
+    lo = cosine_noise_schedule().sigma_range()[0]
     assert tiny_sfd().sigma_min == lo and abs(lo - 0.006343) < 1e-6
 
 

@@ -23,7 +23,7 @@ max_iters = total_kimg * 1000 // global_batch
 model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher))
 train_dataloader = dict(batch_size=batch)
 optim_wrapper = dict(optimizer=dict(lr=lr))
-# end is explicit so that a run stopped early and resumed keeps the schedule.
+# end is explicit so that a run stopped early and resumed keeps the training schedule.
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
                         gamma=0.1, end=max_iters)]
 train_cfg = dict(max_iters=max_iters)

@@ -11,7 +11,7 @@ global_batch = batch * gpus
 max_iters = total_kimg * 1000 // global_batch
 
 model = dict(use_step_condition=True, step_range=(4, 7))
-# end is explicit so that a run stopped early and resumed keeps the schedule.
+# end is explicit so that a run stopped early and resumed keeps the training schedule.
 param_scheduler = [dict(type="MultiStepLR", by_epoch=False, milestones=[max_iters // 2],
                         gamma=0.1, end=max_iters)]
 train_cfg = dict(max_iters=max_iters)

@@ -1,10 +1,10 @@
-from .edm import (SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input,
-                  sigma_schedule, vp_scale)
+from .edm import (STEP_SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input,
+                  sampling_sigmas, vp_scale)
 from .noise_schedule import (PREDICTION_TYPES, NoiseSchedule, check_prediction_type,
-                       convert_prediction, ddim_step, per_sample, prediction_target,
-                       split_prediction)
+                             convert_prediction, ddim_step, per_sample, prediction_target,
+                             split_prediction)
 
-__all__ = ["PREDICTION_TYPES", "SCHEDULE_TYPES", "NoiseSchedule", "afs_step",
+__all__ = ["PREDICTION_TYPES", "STEP_SCHEDULE_TYPES", "NoiseSchedule", "afs_step",
            "check_prediction_type", "convert_prediction", "ddim_step", "denoised",
            "euler_step", "model_input", "per_sample", "prediction_target",
-           "sigma_schedule", "split_prediction", "vp_scale"]
+           "sampling_sigmas", "split_prediction", "vp_scale"]

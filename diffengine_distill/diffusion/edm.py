@@ -17,7 +17,8 @@ from torch import Tensor
 
 from .noise_schedule import NoiseSchedule, per_sample, split_prediction
 
-SCHEDULE_TYPES = ("polynomial", "logsnr", "time_uniform", "discrete")
+# sfd-main's step schedules (its key: schedule_type), see sampling_sigmas.
+STEP_SCHEDULE_TYPES = ("polynomial", "logsnr", "time_uniform", "discrete")
 
 
 def vp_scale(sigma) -> Tensor:
@@ -53,22 +54,24 @@ def afs_step(x: Tensor, sigma, sigma_next) -> Tensor:
     return x + h * x
 
 
-def sigma_schedule(num_steps: int, sigma_min: float, sigma_max: float,
-                   schedule_type: str = "polynomial", schedule_rho: float = 7.0,
-                   noise_schedule: NoiseSchedule | None = None) -> Tensor:
-    """``num_steps`` sigmas from sigma_max down to sigma_min (fp64), as sfd-main's
-    ``get_schedule``. Every family is a function of i / (num_steps - 1), so a
-    grid with (M + 1)(n - 1) + 1 points holds the n-point grid at every
-    (M + 1)-th entry.
+def sampling_sigmas(num_steps: int, sigma_min: float, sigma_max: float,
+                    schedule_type: str = "polynomial", schedule_rho: float = 7.0,
+                    noise_schedule: NoiseSchedule | None = None) -> Tensor:
+    """The step schedule: the ``num_steps`` sigmas a sampler visits, from
+    sigma_max down to sigma_min (fp64), as sfd-main's ``get_schedule``
+    (``schedule_type`` and ``schedule_rho`` are its names). Every family is a
+    function of i / (num_steps - 1), so a grid with (M + 1)(n - 1) + 1 points
+    holds the n-point grid at every (M + 1)-th entry.
 
     polynomial: EDM's rho-spacing; logsnr: uniform in log sigma; time_uniform:
     uniform in the time of a VP-SDE fitted to [sigma_min, sigma_max];
     discrete: uniform in the model's own t^(1/rho) (rho = 1: uniform t).
     """
-    if schedule_type not in SCHEDULE_TYPES:
-        raise ValueError(f"Unknown schedule_type {schedule_type!r}; use one of {SCHEDULE_TYPES}.")
+    if schedule_type not in STEP_SCHEDULE_TYPES:
+        raise ValueError(f"Unknown schedule_type {schedule_type!r}; use one of "
+                         f"{STEP_SCHEDULE_TYPES}.")
     if num_steps < 2:
-        raise ValueError(f"num_steps={num_steps}: a schedule needs at least 2 timestamps.")
+        raise ValueError(f"num_steps={num_steps}: a step schedule needs at least 2 timestamps.")
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"Need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}.")
     u = torch.arange(num_steps, dtype=torch.float64) / (num_steps - 1)

@@ -40,7 +40,8 @@ class GridDDIMScheduler(DDIMScheduler):
                              "(eta = 0) only.")
         noise_schedule = NoiseSchedule(self.alphas_cumprod)
         t = torch.as_tensor(timestep, dtype=torch.float64).reshape(1)
-        (a_t, s_t), (a_s, s_s) = noise_schedule.alpha_sigma(t), noise_schedule.alpha_sigma(t - T / n)
+        (a_t, s_t) = noise_schedule.alpha_sigma(t)
+        (a_s, s_s) = noise_schedule.alpha_sigma(t - T / n)
         x0, eps = split_prediction(model_output.double(), sample.double(), a_t, s_t,
                                    self.config.prediction_type)
         if self.config.clip_sample:

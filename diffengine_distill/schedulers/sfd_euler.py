@@ -22,12 +22,13 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 from diffengine_distill.diffusion import (NoiseSchedule, afs_step, denoised, euler_step,
-                                          model_input, sigma_schedule)
+                                          model_input, sampling_sigmas)
 from diffengine_distill.diffusion.sfd_steps import nfe, step_labels, timestamps
 
 
 class SFDScheduler(SchedulerMixin, ConfigMixin):
-    """Euler (+AFS) on a polynomial / logsnr / time_uniform / discrete sigma grid.
+    """Euler (+AFS) on the trained step schedule: a polynomial / logsnr /
+    time_uniform / discrete sigma grid (``schedule_type``, ``schedule_rho``).
 
     The noise schedule options are DDPMScheduler's (they define the VP model's
     alpha_bar); the rest are the SFD run's: ``num_steps`` timestamps it was
@@ -78,12 +79,13 @@ class SFDScheduler(SchedulerMixin, ConfigMixin):
         self.num_steps = self.num_steps_for(num_inference_steps)
         self.num_inference_steps = self.nfe(self.num_steps)
         cfg = self.config
-        self.sigmas = sigma_schedule(self.num_steps, cfg.sigma_min, cfg.sigma_max,
-                                     cfg.schedule_type, cfg.schedule_rho, self.noise_schedule)
+        self.sigmas = sampling_sigmas(self.num_steps, cfg.sigma_min, cfg.sigma_max,
+                                      cfg.schedule_type, cfg.schedule_rho, self.noise_schedule)
         # One entry per network step (AFS's interval is in init_noise_sigma);
         # the UNet's (fractional) timestep at its start.
         self._first = int(cfg.afs)
-        self.timesteps = self.noise_schedule.timestep(self.sigmas[self._first:-1]).float().to(device)
+        network_sigmas = self.sigmas[self._first:-1]
+        self.timesteps = self.noise_schedule.timestep(network_sigmas).float().to(device)
         self._step_index = 0
 
     @property

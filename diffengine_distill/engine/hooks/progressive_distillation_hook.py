@@ -1,4 +1,4 @@
-"""Stage scheduler of progressive distillation."""
+"""Progressive distillation's stage plan: stage after stage, N halves."""
 from __future__ import annotations
 
 import math

@@ -11,7 +11,8 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ...builders import build_scheduler
-from ....diffusion import SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input, sigma_schedule
+from ....diffusion import (STEP_SCHEDULE_TYPES, afs_step, denoised, euler_step, model_input,
+                          sampling_sigmas)
 from ....diffusion.sfd_steps import nfe, timestamps
 from ....diffusion.solvers import check_solver, solve
 from ..base import BaseDiffusionModel
@@ -110,9 +111,9 @@ class SFD(BaseDiffusionModel):
         self._batch_checked = False
 
     def _init_step_schedule(self, schedule_type, schedule_rho, sigma_min, sigma_max) -> None:
-        if schedule_type not in SCHEDULE_TYPES:
+        if schedule_type not in STEP_SCHEDULE_TYPES:
             raise ValueError(f"Unknown schedule_type {schedule_type!r}; use one of "
-                             f"{SCHEDULE_TYPES}.")
+                             f"{STEP_SCHEDULE_TYPES}.")
         self.schedule_type, self.schedule_rho = schedule_type, float(schedule_rho)
         self.sigma_min, self.sigma_max = self._sigma_interval(sigma_min, sigma_max)
 
@@ -156,8 +157,9 @@ class SFD(BaseDiffusionModel):
         return self._num_classes
 
     def sigmas(self, num_steps: int) -> Tensor:
-        return sigma_schedule(num_steps, self.sigma_min, self.sigma_max, self.schedule_type,
-                              self.schedule_rho, self.noise_schedule)
+        """The step schedule's ``num_steps`` sigmas, sigma_max to sigma_min."""
+        return sampling_sigmas(num_steps, self.sigma_min, self.sigma_max, self.schedule_type,
+                               self.schedule_rho, self.noise_schedule)
 
     def teacher_points(self, num_steps: int, M: int | None = None) -> tuple[int, int]:
         """(timestamps of the teacher's grid, stride between student points)."""
