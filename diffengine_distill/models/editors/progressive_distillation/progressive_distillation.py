@@ -76,7 +76,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
         alpha_last = float(self.noise_schedule.alpha_sigma(T - 1)[0])
         if student_type == "epsilon" and alpha_last < 1e-3:
             # x0 = (z - sigma eps) / alpha: eps errors grow by 1 / alpha at t = T-1.
-            raise ValueError(f"An epsilon student cannot give x0 at t = T-1 on this schedule "
+            raise ValueError(f"An epsilon student cannot give x0 at t = T-1 on this noise schedule "
                              f"(alpha_T-1 = {alpha_last:.1e}): set model.student_prediction_"
                              "type='v_prediction' (the paper's; adds a conversion stage 0).")
         self.prediction_type = student_type

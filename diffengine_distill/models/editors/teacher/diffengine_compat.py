@@ -9,9 +9,9 @@ import dataclasses
 
 # diffengine key -> why it is refused and what to use instead.
 REFUSED = {
-    "noise_generator": "offset / pyramid noise changes the VP schedule the exports pin; "
+    "noise_generator": "offset / pyramid noise changes the VP noise schedule the exports pin; "
                        "remove it (plain Gaussian noise)",
-    "noise_offset_weight": "offset noise changes the VP schedule the exports pin; remove it",
+    "noise_offset_weight": "offset noise changes the VP noise schedule the exports pin; remove it",
     "timesteps_generator": "remove it (t is drawn uniformly; the loss weighting is "
                            "model.loss=dict(type='DiffusionLoss', weighting=...))",
     "input_perturbation_gamma": "input perturbation is not implemented; remove it",
