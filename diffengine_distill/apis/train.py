@@ -13,7 +13,7 @@ import sys
 # Set by tools/train.py, which hides bitsandbytes unless a config needs it.
 BITSANDBYTES_HIDDEN = False
 EXTRA_KEYS = {"model_wrapper_cfg", "compile", "custom_imports", "default_scope",
-              "filename", "work_dir", "launcher"}
+              "filename", "work_dir", "launcher", "strategy"}
 
 
 def _count(least: int):
@@ -329,6 +329,23 @@ def atomic_runner():
     return AtomicCheckpointRunner
 
 
+def sharded_runner(cfg):
+    """mmengine's FlexibleRunner for a config with a ``strategy`` (e.g.
+    ``dict(type="FullyShardStrategy")``): the strategy builds, wraps, saves
+    and resumes the model."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import FlexibleRunner
+    hooks = [str(h.get("type", "")) for h in cfg.get("custom_hooks") or []]
+    if any(h.endswith("EMAHook") for h in hooks):
+        raise ValueError("EMAHook cannot average sharded weights: drop the EMAHook from "
+                         "custom_hooks or the strategy from the config.")
+    # FlexibleRunner builds the strategy before it enters the config's scope:
+    # enter it first, so type="FullyShardStrategy" resolves in our registry.
+    DefaultScope.get_instance("diffengine_distill.train",
+                              scope_name=cfg.get("default_scope") or "mmengine")
+    return FlexibleRunner.from_cfg(cfg)
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
@@ -338,11 +355,19 @@ def main(argv=None):
     notes = []
     cfg = build_config(args, notes)
     setup_cpu_distributed(cfg)
-    runner = atomic_runner().from_cfg(cfg)
+    if cfg.get("strategy"):  # sharded training; the strategy checks what it resumes
+        runner = sharded_runner(cfg)
+    else:
+        runner = atomic_runner().from_cfg(cfg)
+        if cfg.resume and cfg.load_from:
+            check_model_matches(runner.model, cfg.load_from)
     for note in notes:
         runner.logger.info(note)
-    if cfg.resume and cfg.load_from:
-        check_model_matches(runner.model, cfg.load_from)
+    from mmengine.model import is_model_wrapper
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    if hasattr(model, "compile_networks") and model.compile_networks():
+        runner.logger.info(f"torch.compile {model.compile_options}: the first iterations "
+                           "compile the UNets")
     runner.train()
     return runner
 

@@ -1,5 +1,6 @@
 from .hooks import DiffusersExportHook, SampleVisualizationHook
 from .optimizers import GuardedAmpOptimWrapper, GuardedOptimWrapper
+from .strategies import FullyShardStrategy
 
-__all__ = ["DiffusersExportHook", "GuardedAmpOptimWrapper", "GuardedOptimWrapper",
-           "SampleVisualizationHook"]
+__all__ = ["DiffusersExportHook", "FullyShardStrategy", "GuardedAmpOptimWrapper",
+           "GuardedOptimWrapper", "SampleVisualizationHook"]

@@ -41,11 +41,11 @@ class DigitsMetricHook(Hook):
             self.evaluate(runner, runner.iter + 1)
 
     def evaluate(self, runner, step: int) -> dict | None:
+        model = exported_model(runner, use_ema=False)  # on every rank: a sharded UNet gathers
         if not is_main_process():
             return None
         from diffengine_distill.evaluation import (class_accuracy, classifier_features,
                                                    frechet_distance)
-        model = exported_model(runner, use_ema=False)
         seeds = range(self.seed, self.seed + self.num_images)
         state = torch.random.get_rng_state()  # sampling must not shift training noise
         labels = [s % 10 for s in seeds] if model.num_classes else None

@@ -83,14 +83,15 @@ class DiffusersExportHook(Hook):
 
     def export(self, runner, step: int) -> str | None:
         self._last_exported = step
+        model = exported_model(runner, self.use_ema)  # on every rank: a sharded UNet gathers
         if not is_main_process():
             return None
-        model = exported_model(runner, self.use_ema)
         folder = osp.join(runner.work_dir, f"step{step}")
         steps = self.num_inference_steps or model.default_steps
         metadata = dict(
             iteration=step, prediction_type=model.prediction_type,
-            num_inference_steps=steps, ema=model is not getattr(runner.model, "module", runner.model),
+            num_inference_steps=steps, ema=model is not getattr(runner.model, "module", runner.model)
+            and not getattr(model, "gathered_from_shards", False),
             config=osp.basename(runner.cfg.filename or ""), **model.export_metadata())
         export_model(model, folder, metadata)
         runner.logger.info(f"Exported diffusers pipeline to {folder}")

@@ -51,10 +51,10 @@ class SampleVisualizationHook(Hook):
             self.visualize(runner, runner.iter)
 
     def visualize(self, runner, step: int | None = None):
+        model = exported_model(runner, self.use_ema)  # on every rank: a sharded UNet gathers
         if not is_main_process():
             return
         step = runner.iter if step is None else step
-        model = exported_model(runner, self.use_ema)
         steps = self.num_inference_steps or model.default_steps
         state = torch.random.get_rng_state()  # sampling must not shift training noise
         seeds = range(self.seed, self.seed + self.num_images)

@@ -30,8 +30,13 @@ def finite_on_all_ranks(loss: torch.Tensor) -> bool:
     return bool(flag.item() > 0)
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP) DTensor's own shard; any other tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def grads_finite_on_all_ranks(params) -> bool:
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [_local(p.grad) for p in params if p.grad is not None]
     total = torch.stack(torch._foreach_norm(grads)).sum() if grads else torch.zeros(())
     return finite_on_all_ranks(total)
 
@@ -92,7 +97,7 @@ class NonFiniteGuard:
             return
         super().step(**kwargs)
         self.nonfinite_in_a_row = 0
-        params = self._params()
+        params = [_local(p) for p in self._params()]
         if params and not torch.isfinite(torch.stack(torch._foreach_norm(params)).sum()):
             # Raised before any hook can checkpoint the broken weights.
             raise FloatingPointError(

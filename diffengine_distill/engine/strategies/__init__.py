@@ -1,0 +1,3 @@
+from .fully_shard import FullyShardStrategy
+
+__all__ = ["FullyShardStrategy"]
