@@ -8,7 +8,7 @@ from mmengine.hooks import Hook
 
 from diffengine_distill.registry import HOOKS
 
-from .utils import exported_model
+from .utils import ema_or_live_model
 
 
 @HOOKS.register_module()
@@ -41,7 +41,7 @@ class DigitsMetricHook(Hook):
             self.evaluate(runner, runner.iter + 1)
 
     def evaluate(self, runner, step: int) -> dict | None:
-        model = exported_model(runner, use_ema=False)  # on every rank: a sharded UNet gathers
+        model = ema_or_live_model(runner, use_ema=False)  # on every rank: a sharded UNet gathers
         if not is_main_process():
             return None
         from diffengine_distill.evaluation import (class_accuracy, classifier_features,

@@ -11,7 +11,7 @@ from mmengine.hooks import Hook
 
 from diffengine_distill.registry import HOOKS
 
-from .utils import exported_model
+from .utils import ema_or_live_model
 
 METADATA_FILE = "diffengine_distill.json"
 
@@ -83,7 +83,7 @@ class DiffusersExportHook(Hook):
 
     def export(self, runner, step: int) -> str | None:
         self._last_exported = step
-        model = exported_model(runner, self.use_ema)  # on every rank: a sharded UNet gathers
+        model = ema_or_live_model(runner, self.use_ema)  # on every rank: a sharded UNet gathers
         if not is_main_process():
             return None
         folder = osp.join(runner.work_dir, f"step{step}")

@@ -10,7 +10,7 @@ from mmengine.hooks import Hook
 from diffengine_distill.registry import HOOKS
 
 from .export_hook import export_model
-from .utils import exported_model, unwrap
+from .utils import ema_or_live_model, unwrap
 
 
 @HOOKS.register_module()
@@ -91,7 +91,7 @@ class ProgressiveDistillationHook(Hook):
 
     def _next_stage(self, runner, model):
         if self.teacher_from_ema:
-            model.unet.load_state_dict(exported_model(runner, True).unet.state_dict())
+            model.unet.load_state_dict(ema_or_live_model(runner, True).unet.state_dict())
         model.next_stage()
         runner.optim_wrapper.optimizer.state.clear()  # fresh Adam moments per stage
         runner.logger.info(f"Progressive distillation stage {int(model.stage)}: "
@@ -103,7 +103,7 @@ class ProgressiveDistillationHook(Hook):
         # Stage and N come from the live model: EMAHook does not average
         # buffers, so an EMA copy's student_steps would be stale.
         model = unwrap(runner.model)
-        unet = exported_model(runner, self.teacher_from_ema).unet
+        unet = ema_or_live_model(runner, self.teacher_from_ema).unet
         n, stage = int(model.student_steps), int(model.stage)
         if is_main_process():
             folder = osp.join(runner.work_dir, f"stage_{stage}_{n}steps")

@@ -9,7 +9,7 @@ from mmengine.hooks import Hook
 from diffengine_distill.registry import HOOKS
 from diffengine_distill.utils import make_grid, save_image
 
-from .utils import exported_model
+from .utils import ema_or_live_model
 
 
 @HOOKS.register_module()
@@ -51,7 +51,7 @@ class SampleVisualizationHook(Hook):
             self.visualize(runner, runner.iter)
 
     def visualize(self, runner, step: int | None = None):
-        model = exported_model(runner, self.use_ema)  # on every rank: a sharded UNet gathers
+        model = ema_or_live_model(runner, self.use_ema)  # on every rank: a sharded UNet gathers
         if not is_main_process():
             return
         step = runner.iter if step is None else step
