@@ -205,8 +205,16 @@ class FullyShardStrategy(DDPStrategy):
                 state={names[int(i)]: v for i, v in saved["state"].items()},
                 param_groups=[dict(g, params=[names[int(i)] for i in g["params"]])
                               for g in saved["param_groups"]])
+            # strict=False: parameters that never had a gradient (DMD2's GAN
+            # head before the GAN term starts) have no state, as in torch's format.
             set_optimizer_state_dict(self.model, wrapper.optimizer, by_name,
-                                     options=_full_options())
+                                     options=_full_options(strict=False))
+            # torch initialises every state with a zero-gradient step first:
+            # drop those the checkpoint did not have, so resumed runs match.
+            params = [p for g in wrapper.optimizer.param_groups for p in g["params"]]
+            for param, name in zip(params, names):
+                if name not in by_name["state"]:
+                    wrapper.optimizer.state.pop(param, None)
             if scaler is not None and hasattr(wrapper, "loss_scaler"):
                 wrapper.loss_scaler.load_state_dict(scaler)
 
