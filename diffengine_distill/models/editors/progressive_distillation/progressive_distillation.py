@@ -155,7 +155,11 @@ class ProgressiveDistillation(BaseDiffusionModel):
         if int(self.student_steps) == 1:
             raise RuntimeError("Already distilled to 1 step; no further stage.")
         if self.lora_config is None:
-            self.teacher_unet.load_state_dict(self.unet.state_dict())
+            # A sharded student (FullyShardStrategy) holds DTensors: gather them
+            # whole (every process calls next_stage) for the unsharded teacher.
+            self.teacher_unet.load_state_dict({
+                k: v.full_tensor() if hasattr(v, "full_tensor") else v
+                for k, v in self.unet.state_dict().items()})
         else:
             params = dict(self.bare_unet.named_parameters())
             with torch.no_grad():
