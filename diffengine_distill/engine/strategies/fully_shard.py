@@ -93,7 +93,9 @@ class FullyShardStrategy(DDPStrategy):
         self.reshard_after_forward = reshard_after_forward
         self.param_dtype = param_dtype
         self.export_modules = tuple(export_modules)
-        self.sharded: dict[str, nn.Module] = {}  # name -> meta skeleton of the whole module
+        # Sharded sub-networks: name -> meta skeleton of the whole module (export
+        # modules), or None.
+        self.sharded: dict[str, nn.Module | None] = {}
 
     # -- wrapping ------------------------------------------------------------
     def _wrap_model(self, model: nn.Module) -> nn.Module:
@@ -138,8 +140,9 @@ class FullyShardStrategy(DDPStrategy):
     def unsharded_model(self) -> nn.Module:
         """Call on EVERY rank (it gathers). Rank 0 gets a view of the model
         whose sharded export modules (the UNet) are whole, ordinary modules
-        on the CPU: what exports and sample grids use. Other ranks get the
-        live model back."""
+        on the training device (one extra copy while a hook runs): what
+        exports and sample grids use. Other ranks get the live model back."""
+        from mmengine.device import get_device
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
         gathered = {}
         for name, skeleton in self.sharded.items():
@@ -148,7 +151,7 @@ class FullyShardStrategy(DDPStrategy):
             module = getattr(self.model, name)
             full = get_model_state_dict(module, options=_full_options(cpu_offload=True))
             if is_main_process():
-                whole = copy.deepcopy(skeleton).to_empty(device="cpu")
+                whole = copy.deepcopy(skeleton).to_empty(device=get_device())
                 whole.load_state_dict(full)
                 gathered[name] = whole.train(module.training)
         if not gathered:
