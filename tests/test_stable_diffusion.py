@@ -651,3 +651,22 @@ def test_guided_teacher_matches_the_diffusers_pipelines_cfg(bases, kind):
     assert model.data_preprocessor.zero_uncond == (kind == "sdxl")
     assert (seen["out"] - unguided).abs().max() > 1e-3  # guidance changes the output
     assert (ours - seen["out"]).abs().max() < 1e-5
+
+
+def test_latents_are_drawn_per_sample(bases):
+    """The VAE posterior draw of each image comes from a generator of its
+    dataset index (and iteration), so it does not depend on the batch it is in
+    or on the process: 2 processes encode as 1 does."""
+    import diffengine_distill.models  # noqa: F401
+    pre = MODELS.build(dict(type="StableDiffusionDataPreprocessor", model=bases["sd"]))
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    latents = pre.encode_images(images, dict(indices=torch.tensor([4, 7, 9])))
+    alone = pre.encode_images(images[1:2], dict(indices=torch.tensor([7])))
+    torch.testing.assert_close(alone, latents[1:2])
+    dist = pre.vae.encode(images).latent_dist
+    gen = torch.Generator().manual_seed((99991 * 1_000_003 + 9) * 1_000_033 + 0)
+    noise = torch.randn(dist.mean.shape[1:], generator=gen)
+    expected = (dist.mean[2] + dist.std[2] * noise) * pre.vae.config.scaling_factor
+    torch.testing.assert_close(latents[2], expected)
+    assert not torch.allclose(latents[0], pre.encode_images(images[:1],
+                                                            dict(indices=torch.tensor([5]))))

@@ -17,6 +17,7 @@ from diffengine_distill.registry import MODELS
 
 from .builders import _looks_local, load_pretrained
 from .data_preprocessor import DiffusionDataPreprocessor
+from .editors.sample_rng import batch_rng
 
 DTYPES = dict(float32=torch.float32, float16=torch.float16, bfloat16=torch.bfloat16)
 
@@ -41,7 +42,9 @@ def _graph_if_trainable(encode):
 
 @MODELS.register_module()
 class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
-    """Images -> latents (``vae.encode(x).latent_dist.sample() * scaling_factor``),
+    """Images -> latents (a draw of ``vae.encode(x).latent_dist`` times
+    ``scaling_factor``; with dataset indices the draw is tied to the sample,
+    so N processes encode a batch as one process does),
     captions -> ``encoder_hidden_states`` (SDXL: both encoders' penultimate
     layers concatenated, plus ``added_cond_kwargs`` with the pooled embedding
     and ``add_time_ids``).
@@ -51,14 +54,17 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
             ``vae/``, ``tokenizer/``, ``text_encoder/`` (and ``_2`` for SDXL).
         vae: another VAE (e.g. ``madebyollin/sdxl-vae-fp16-fix``), or None.
         variant, dtype: weights variant and dtype of the frozen parts.
+        latent_seed: seed of the per-sample latent draws (a stream of its
+            own: the methods' noise seeds default to 0).
     """
 
     def __init__(self, model: str, vae: str | None = None, variant: str | None = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", latent_seed: int = 99991):
         super().__init__()
         from diffusers import AutoencoderKL
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
         self.model_path, self.dtype_name = model, dtype
+        self.latent_seed = int(latent_seed)
         weights = dict(variant=variant, torch_dtype=_dtype(dtype))
         self.xl = _has_subfolder(model, "text_encoder_2")
         tokenizers = [load_pretrained(CLIPTokenizer, model, subfolder="tokenizer")]
@@ -142,9 +148,13 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
         return cond
 
     @torch.no_grad()
-    def encode_images(self, images: Tensor) -> Tensor:
-        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.sample()
-        return latents.float() * self.vae.config.scaling_factor
+    def encode_images(self, images: Tensor, data_samples: dict | None = None) -> Tensor:
+        """mean + std * noise of the VAE posterior (diffusers' ``sample()``),
+        the noise drawn per sample when ``data_samples`` has dataset indices."""
+        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        rng = batch_rng(data_samples, images.shape[0], self.latent_seed, images.device)
+        noise = rng.randn(*dist.mean.shape[1:]).to(dist.mean.dtype)
+        return (dist.mean + dist.std * noise).float() * self.vae.config.scaling_factor
 
     def forward(self, data: dict, training: bool = False) -> dict:
         out = super().forward(data, training)
@@ -166,7 +176,7 @@ class StableDiffusionDataPreprocessor(DiffusionDataPreprocessor):
             labels=None, text=list(prompts),
             cond=self.encode_text(prompts, time_ids, size))
         if pixels:  # float inputs (noise for SFD, latents) are the UNet's already
-            out["inputs"] = self.encode_images(images)
+            out["inputs"] = self.encode_images(images, out["data_samples"])
         return out
 
     # -- export -------------------------------------------------------------------------
