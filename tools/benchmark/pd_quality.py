@@ -1,10 +1,13 @@
 """Progressive distillation on digits: teacher DDIM at N steps vs the PD student
-at N steps, N = 64 ... 1, against the teacher at 1024 steps.
+at N steps, N = 64 ... 1, against the teacher at T steps (T = 1024 for the v
+teacher, 1000 for the eps teacher).
 
     python tools/benchmark/pd_quality.py [--teacher work_dirs/ddpm_v_digits/step2500]
 
-Trains PD 128 -> 1 (7 stages; skipped when the work dir holds the exports),
-then writes results/pd_quality.{json,md,png}. A benchmark, not a test.
+Trains PD 128 -> 1 (7 stages, plus the conversion stage 0 of an eps teacher
+into the config's v student; skipped when the work dir holds the exports,
+resumed when it holds a checkpoint), then writes results/pd_quality.{json,md,png}.
+A benchmark, not a test.
 """
 from __future__ import annotations
 
@@ -33,14 +36,28 @@ def parse_args():
     return p.parse_args()
 
 
+def teacher_config(teacher: str) -> dict:
+    with open(osp.join(teacher, "scheduler", "scheduler_config.json")) as f:
+        return json.load(f)
+
+
+def num_stages(args) -> int:
+    """Halvings down to 1 step, plus stage 0 when an eps teacher is converted
+    into pd_digits.py's v student."""
+    converts = teacher_config(args.teacher).get("prediction_type") != "v_prediction"
+    return (args.teacher_steps).bit_length() - 1 + converts
+
+
 def train(args) -> float | None:
-    stages = (args.teacher_steps).bit_length() - 1
-    if osp.isdir(osp.join(args.work_dir, f"stage_{stages}_1steps")):
+    halvings = (args.teacher_steps).bit_length() - 1
+    if glob.glob(osp.join(args.work_dir, f"stage_{halvings}_1steps")):
         return None
+    stages = num_stages(args)
+    resume = ["--resume"] if glob.glob(osp.join(args.work_dir, "iter_*.pth")) else []
     start = time.perf_counter()
     subprocess.run([osp.join(osp.dirname(sys.executable), "mim"), "train", "diffengine_distill",
                     "configs/progressive_distillation/pd_digits.py", "--work-dir", args.work_dir,
-                    "--cfg-options", f"model.unet.path={args.teacher}",
+                    *resume, "--cfg-options", f"model.unet.path={args.teacher}",
                     f"model.scheduler.path={args.teacher}",
                     f"model.teacher_steps={args.teacher_steps}",
                     "custom_hooks.0.end_steps=1",
@@ -61,11 +78,11 @@ def plot(rows, path):
         xs = [n for n, _ in pts]
         axes[0].plot(xs, [r["fd"] for _, r in pts], style, label=name)
         axes[1].plot(xs, [r["psnr_vs_reference"] for _, r in pts], style, label=name)
-    full = next(r for r in rows if r["model"] == "teacher" and r["steps"] == 1024)
-    axes[0].axhline(full["fd"], color="gray", lw=0.8, label="teacher @1024")
+    full = max((r for r in rows if r["model"] == "teacher"), key=lambda r: r["steps"])
+    axes[0].axhline(full["fd"], color="gray", lw=0.8, label=f"teacher @{full['steps']}")
     axes[0].set_yscale("log")
     for ax, title in zip(axes, ("digits FD (log scale, lower is better)",
-                                "PSNR vs teacher@1024, same noise (dB)")):
+                                f"PSNR vs teacher@{full['steps']}, same noise (dB)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps N")
         ax.set_title(title, fontsize=10)
@@ -83,9 +100,10 @@ def main():
                for p in glob.glob(osp.join(args.work_dir, "stage_*_*steps"))}
     steps = [n for n in (64, 16, 8, 4, 2, 1) if n in exports]
     from diffengine_distill.apis.inference import parse_seeds
-    models = [f"teacher={args.teacher}@1024,{','.join(map(str, steps))}"]
+    full = min(1024, teacher_config(args.teacher)["num_train_timesteps"])
+    models = [f"teacher={args.teacher}@{full},{','.join(map(str, steps))}"]
     models += [f"pd-student-{n}={exports[n]}@{n}" for n in steps]
-    rows = evaluate(models, seeds=parse_seeds(args.seeds), reference_steps=1024,
+    rows = evaluate(models, seeds=parse_seeds(args.seeds), reference_steps=full,
                     clip_sample=args.clip_sample)
     for r in rows:
         if r["model"].startswith("pd-student"):
@@ -97,7 +115,7 @@ def main():
     times = [json.loads(line).get("time") for p in glob.glob(
         osp.join(args.work_dir, "*", "vis_data", "scalars.json")) for line in open(p)]
     times = sorted(t for t in times if t is not None)
-    stages = args.teacher_steps.bit_length() - 1
+    stages = num_stages(args)
     meta = dict(distillation_seconds=seconds, teacher_steps=args.teacher_steps,
                 median_seconds_per_iteration=times[len(times) // 2] if times else None,
                 iterations=stages * args.iters_per_stage,

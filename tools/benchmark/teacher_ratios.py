@@ -1,0 +1,100 @@
+"""Each method on the ε- and the v-prediction digits teacher: student / full
+teacher ratio of digits FD, and paired PSNR against the full teacher, per
+method and NFE, from the quality benchmarks' result files.
+
+    python tools/benchmark/teacher_ratios.py
+
+Reads ``tools/benchmark/results/{pd,sfd,dmd}_quality.json`` (v teacher) and
+``..._eps.json`` (ε teacher, the same benchmark with ``--teacher`` and
+``--out`` pointing at the ε runs); a missing file leaves its method out.
+"Within 10%" compares the ε ratio with the v ratio: |ε / v - 1| <= 0.1.
+Writes ``teacher_ratios.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os.path as osp
+
+RESULTS = osp.join(osp.dirname(osp.abspath(__file__)), "results")
+# benchmark: (its full teacher: the model's row with the most steps; the
+# student rows' models; the step key)
+BENCHMARKS = {
+    "pd": ("teacher", ("pd-student",), "steps"),
+    "sfd": ("teacher DPM-Solver++", ("SFD", "SFD-v", "SFD second stage"), "nfe"),
+    "dmd": ("teacher DPM-Solver++", ("DMD", "DMD2", "DMD2 4-step"), "steps"),
+}
+
+
+def ratios(rows: list[dict], teacher_model: str, students: tuple, key: str) -> dict:
+    """{(method, nfe): dict(fd_ratio, psnr, teacher_fd_ratio)} of one result file."""
+    teacher = {r[key]: r for r in rows if r["model"] == teacher_model}
+    ref = teacher.pop(max(teacher))
+    out = {}
+    for r in rows:
+        if r["model"] in students:
+            same_steps = teacher.get(r[key])
+            out[(r["model"], r[key])] = dict(
+                fd_ratio=r["fd"] / ref["fd"], psnr=r.get("psnr_vs_reference"),
+                teacher_fd_ratio=same_steps["fd"] / ref["fd"] if same_steps else None)
+    return out
+
+
+def compare(results: str = RESULTS) -> list[dict]:
+    table = []
+    for name, (full, students, key) in BENCHMARKS.items():
+        paths = {t: osp.join(results, f"{name}_quality{suffix}.json")
+                 for t, suffix in (("v", ""), ("eps", "_eps"))}
+        if not all(osp.isfile(p) for p in paths.values()):
+            continue
+        per_teacher = {t: ratios(json.load(open(p))["rows"], full, students, key)
+                       for t, p in paths.items()}
+        for method, nfe in sorted(per_teacher["v"], key=lambda k: (k[0], -k[1])):
+            v, eps = per_teacher["v"][method, nfe], per_teacher["eps"].get((method, nfe))
+            if eps is None:
+                continue
+            row = dict(benchmark=name, method=method, nfe=nfe, v=v, eps=eps,
+                       fd_ratio_change=eps["fd_ratio"] / v["fd_ratio"] - 1)
+            if v["psnr"] is not None and eps["psnr"] is not None:
+                row["psnr_change"] = eps["psnr"] / v["psnr"] - 1
+            row["within_10pct"] = all(abs(row[k]) <= 0.1 for k in
+                                      ("fd_ratio_change", "psnr_change") if k in row)
+            table.append(row)
+    return table
+
+
+def markdown(table: list[dict]) -> str:
+    def num(x, fmt):
+        return "—" if x is None else format(x, fmt)
+    lines = ["| method | NFE | FD ratio, v | FD ratio, ε | change | teacher@NFE FD ratio, v / ε "
+             "| PSNR v (dB) | PSNR ε (dB) | change | within 10% |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        v, e = r["v"], r["eps"]
+        lines.append(
+            f"| {r['method']} | {r['nfe']} | {v['fd_ratio']:.2f} | {e['fd_ratio']:.2f} | "
+            f"{r['fd_ratio_change']:+.0%} | {num(v['teacher_fd_ratio'], '.2f')} / "
+            f"{num(e['teacher_fd_ratio'], '.2f')} | {num(v['psnr'], '.1f')} | "
+            f"{num(e['psnr'], '.1f')} | "
+            f"{'—' if 'psnr_change' not in r else format(r['psnr_change'], '+.0%')} | "
+            f"{'yes' if r['within_10pct'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default=RESULTS)
+    p.add_argument("--out", default=osp.join(RESULTS, "teacher_ratios"))
+    args = p.parse_args(argv)
+    table = compare(args.results)
+    with open(args.out + ".json", "w") as f:
+        json.dump(dict(command="python tools/benchmark/teacher_ratios.py", rows=table), f,
+                  indent=2)
+    text = markdown(table)
+    with open(args.out + ".md", "w") as f:
+        f.write("`python tools/benchmark/teacher_ratios.py`\n\n" + text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
