@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded digits (CPU, about 10 minutes on 2 cores after
+# The main job on the embedded digits (CPU, 16 minutes measured on 2 cores after
 # the set-up): set up ./.venv, train the v-prediction teacher on a shortened
 # schedule, distil it to 4 steps by progressive distillation, sample and
 # evaluate. The full-length runs are the benchmarks (docs/benchmarks.md).
