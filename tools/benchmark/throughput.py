@@ -429,21 +429,22 @@ def main(argv=None):
                     torch.cuda.empty_cache()
             print(json.dumps(row), flush=True)
             result["training"].append(row)
-            _write(result, out)
+            write_results(result, out)
     if args.sampling and args.unet != "sd15":
         result["sampling_dtype"] = "bf16" if device.type == "cuda" else "fp32"
         result["sampling"] = measure_sampling(args.unet, n, device, args.warmup, args.iters)
         for row in result["sampling"]:
             print(json.dumps(row), flush=True)
-    _write(result, out)
+    write_results(result, out)
     print(markdown(result))
 
 
-def _write(result, out):
+def write_results(result, out, to_markdown=None):
+    """``<out>.json`` and ``<out>.md`` (``to_markdown``: this script's table by default)."""
     with open(out + ".json", "w") as f:
         json.dump(result, f, indent=2)
     with open(out + ".md", "w") as f:
-        f.write(markdown(result))
+        f.write((to_markdown or markdown)(result))
 
 
 if __name__ == "__main__":

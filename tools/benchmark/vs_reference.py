@@ -502,10 +502,8 @@ def main(argv=None):
 
 
 def _write(result, out):
-    with open(out + ".json", "w") as f:
-        json.dump(result, f, indent=2)
-    with open(out + ".md", "w") as f:
-        f.write(markdown(result))
+    from throughput import write_results
+    write_results(result, out, markdown)
 
 
 if __name__ == "__main__":
