@@ -221,14 +221,17 @@ def test_student_starts_as_the_teacher(teacher_type):
     assert (student - expected).abs().max() < 1e-4
 
 
-def test_v_student_of_an_eps_teacher_first_learns_the_teachers_v():
-    """Stage 0 (conversion): the target at any t is the eps teacher's output as v,
-    the student reads z_t at t, weight max(SNR_t, 1) / (SNR_t + 1) on the v-MSE."""
-    model = pd_model("epsilon", student_prediction_type="v_prediction")
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_v_student_of_an_eps_teacher_first_learns_the_teachers_v(clip):
+    """Stage 0 (conversion): the target at any t is the eps teacher's output as v
+    (its x0_hat clipped to [-1, 1], eps recomputed, with stage0_clip_x0=1), the
+    student reads z_t at t, weight max(SNR_t, 1) / (SNR_t + 1) on the v-MSE."""
+    model = pd_model("epsilon", student_prediction_type="v_prediction", stage0_clip_x0=clip)
     assert model.first_stage == 0 and int(model.student_steps) == 8
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     with torch.no_grad():
         model.unet.conv_out.bias.add_(0.3)  # a student that differs from the teacher
+        model.teacher_unet.conv_out.bias.add_(0.05)  # x0_hat beyond [-1, 1] at high t
     torch.manual_seed(7)
     loss = model(x, None)["loss"]
     torch.manual_seed(7)
@@ -239,7 +242,12 @@ def test_v_student_of_an_eps_teacher_first_learns_the_teachers_v():
     z = (a * x + s * noise).float()
     with torch.no_grad():
         eps = model.teacher_unet(z, t).sample.double()
-        v_target = (eps - s * z.double()) / a  # v = alpha eps - sigma x0 with x0 = (z - sigma eps)/alpha
+        x0 = (z.double() - s * eps) / a
+        if clip:
+            assert x0.abs().max() > 1.5  # the clip acts
+            x0 = x0.clamp(-clip, clip)
+            eps = (z.double() - a * x0) / s
+        v_target = a * eps - s * x0
         pred = model.unet(z, t).sample.double()
     snr = (ab / (1 - ab)).flatten()
     weight = snr.clamp_min(1) / (snr + 1)
@@ -284,6 +292,11 @@ def test_halving_stage_loss_reads_the_student_at_t_with_the_snr_of_t():
 def test_eps_student_refused_where_alpha_at_t_minus_1_vanishes():
     with pytest.raises(ValueError, match="student_prediction_type='v_prediction'"):
         pd_model("v_prediction", student_prediction_type="epsilon")
+
+
+def test_stage0_clip_must_be_a_positive_range():
+    with pytest.raises(ValueError, match="stage0_clip_x0=0"):
+        pd_model("epsilon", student_prediction_type="v_prediction", stage0_clip_x0=0)
 
 
 def test_lr_decays_linearly_to_zero_within_each_stage():

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ....diffusion import check_prediction_type, ddim_step, prediction_target, split_prediction
+from ....diffusion import (check_prediction_type, ddim_step, per_sample, prediction_target,
+                           split_prediction)
 from ..base import BaseDiffusionModel
 from ..lora import AdapterTeacher
 from ..sample_rng import batch_rng
@@ -55,6 +56,13 @@ class ProgressiveDistillation(BaseDiffusionModel):
             range (lo, hi) for a w-conditioned student.
         guidance_embedding_dim: size of that w embedding (diffusers' LCM: 256).
         null_class: the class-conditional teacher's null label (default: the last).
+        stage0_clip_x0: clip the teacher's x0_hat to [-c, c] in stage 0's targets
+            (pixel teachers: 1, the data range; None for latents). An eps
+            teacher's x0_hat = (z - sigma eps_hat) / alpha carries its error
+            times 1/alpha at high t (156x at t = T-1 of 1000 linear betas):
+            unclipped, those targets dominate the stage's loss, while a DDIM
+            trajectory hardly depends on them (a step weights x0_hat by
+            alpha_s - sigma_s alpha_t / sigma_t, ~5e-4 there at 128 steps).
     """
 
     exact_grid = True
@@ -62,7 +70,8 @@ class ProgressiveDistillation(BaseDiffusionModel):
     def __init__(self, *args, teacher_steps: int, student_prediction_type: str | None = None,
                  loss: dict | None = None, noise_seed: int = 0,
                  guidance_scale: float | tuple[float, float] = 1.0,
-                 guidance_embedding_dim: int = 256, null_class: int | None = None, **kwargs):
+                 guidance_embedding_dim: int = 256, null_class: int | None = None,
+                 stage0_clip_x0: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         T = self.noise_schedule.num_train_timesteps
         if teacher_steps < 2 or teacher_steps % 2:
@@ -81,6 +90,10 @@ class ProgressiveDistillation(BaseDiffusionModel):
                              "type='v_prediction' (the paper's; adds a conversion stage 0).")
         self.prediction_type = student_type
         self.noise_seed = int(noise_seed)
+        if stage0_clip_x0 is not None and not stage0_clip_x0 > 0:
+            raise ValueError(f"stage0_clip_x0={stage0_clip_x0} must be a positive data range "
+                             "(1 for pixels in [-1, 1]) or None.")
+        self.stage0_clip_x0 = stage0_clip_x0
         self.guidance_range = self._check_guidance(guidance_scale)
         self.null_class = self.null_class_label(null_class)
         guided = self.guidance_range != (1.0, 1.0)
@@ -199,9 +212,13 @@ class ProgressiveDistillation(BaseDiffusionModel):
 
         with torch.no_grad():
             if int(self.stage) == 0:
+                a_t, s_t = self.noise_schedule.alpha_sigma(t)
                 x_target, eps_target = split_prediction(
-                    teacher(z_t, t).double(), z_t.double(), *self.noise_schedule.alpha_sigma(t),
-                    self.teacher_type)
+                    teacher(z_t, t).double(), z_t.double(), a_t, s_t, self.teacher_type)
+                if self.stage0_clip_x0 is not None:
+                    x_target = x_target.clamp(-self.stage0_clip_x0, self.stage0_clip_x0)
+                    eps_target = (z_t.double() - per_sample(a_t, z_t) * x_target) \
+                        / per_sample(s_t, z_t)
             else:
                 x_target, eps_target = pd_target(teacher, self.teacher_type, self.noise_schedule,
                                                  z_t, t, t_mid, s)
