@@ -24,7 +24,8 @@ iters_per_stage = 50000  # the paper's CIFAR-10 budget per halving
 
 model = dict(unet=dict(path=teacher),
              scheduler=dict(path=teacher, class_name="DDPMScheduler"),
-             teacher_steps=512)
+             teacher_steps=512,
+             stage0_clip_x0=1.0)  # pixels in [-1, 1]: sane stage-0 targets at high t
 train_dataloader = dict(batch_size=16, dataset=dict(data_root="data/cifar10/train"))  # x 8 GPUs
 # conversion stage 0 (512 steps, eps -> v), then 9 halvings: 256, 128, ..., 1 steps
 train_cfg = dict(max_iters=10 * iters_per_stage)

@@ -14,7 +14,9 @@ _base_ = [
 teacher = "work_dirs/ddpm_v_digits/step2500"
 iters_per_stage = 300
 
-model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher), teacher_steps=64)
+# stage0_clip_x0: pixels in [-1, 1]; used by the conversion stage 0 of an eps teacher.
+model = dict(unet=dict(path=teacher), scheduler=dict(path=teacher), teacher_steps=64,
+             stage0_clip_x0=1.0)
 # A small model on CPU: a larger LR than the paper's 5e-5 (batch 128, 50k steps/stage).
 optim_wrapper = dict(optimizer=dict(lr=2e-4))
 train_cfg = dict(max_iters=4 * iters_per_stage)
