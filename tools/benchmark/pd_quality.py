@@ -32,6 +32,9 @@ def parse_args():
     p.add_argument("--iters-per-stage", type=int, default=300)
     p.add_argument("--seeds", default="0-255")
     p.add_argument("--clip-sample", default="export", choices=("export", "on", "off"))
+    p.add_argument("--student-prediction-type", default="v_prediction",
+                   choices=("v_prediction", "epsilon", "sample"),
+                   help="the student's parameterisation (the teacher's: no stage 0)")
     p.add_argument("--out", default=osp.join(ROOT, "tools/benchmark/results/pd_quality"))
     return p.parse_args()
 
@@ -42,9 +45,9 @@ def teacher_config(teacher: str) -> dict:
 
 
 def num_stages(args) -> int:
-    """Halvings down to 1 step, plus stage 0 when an eps teacher is converted
-    into pd_digits.py's v student."""
-    converts = teacher_config(args.teacher).get("prediction_type") != "v_prediction"
+    """Halvings down to 1 step, plus stage 0 when the teacher is converted into
+    another parameterisation (pd_digits.py's v student for an eps teacher)."""
+    converts = teacher_config(args.teacher).get("prediction_type") != args.student_prediction_type
     return (args.teacher_steps).bit_length() - 1 + converts
 
 
@@ -60,6 +63,7 @@ def train(args) -> float | None:
                     *resume, "--cfg-options", f"model.unet.path={args.teacher}",
                     f"model.scheduler.path={args.teacher}",
                     f"model.teacher_steps={args.teacher_steps}",
+                    f"model.student_prediction_type={args.student_prediction_type}",
                     "custom_hooks.0.end_steps=1",
                     f"custom_hooks.0.iters_per_stage={args.iters_per_stage}",
                     f"custom_hooks.1.interval={args.iters_per_stage}",
@@ -120,6 +124,7 @@ def main():
                 median_seconds_per_iteration=times[len(times) // 2] if times else None,
                 iterations=stages * args.iters_per_stage,
                 clip_sample=args.clip_sample,
+                student_prediction_type=args.student_prediction_type,
                 iters_per_stage=args.iters_per_stage)
     with open(args.out + ".json") as f:
         data = json.load(f)
