@@ -6,7 +6,9 @@ method and NFE, from the quality benchmarks' result files.
 
 Reads ``tools/benchmark/results/{pd,sfd,dmd}_quality.json`` (v teacher) and
 ``..._eps.json`` (ε teacher, the same benchmark with ``--teacher`` and
-``--out`` pointing at the ε runs); a missing file leaves its method out.
+``--out`` pointing at the ε runs; ``--eps pd=pd_quality_eps_clip`` picks
+another run, by default PD's with the shipped configs' clipped stage 0);
+a missing file leaves its method out.
 "Within 10%" compares the ε ratio with the v ratio: |ε / v - 1| <= 0.1.
 Writes ``teacher_ratios.{json,md}``.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os.path as osp
+import sys
 
 RESULTS = osp.join(osp.dirname(osp.abspath(__file__)), "results")
 # benchmark: (its full teacher: the model's row with the most steps; the
@@ -40,11 +43,16 @@ def ratios(rows: list[dict], teacher_model: str, students: tuple, key: str) -> d
     return out
 
 
-def compare(results: str = RESULTS) -> list[dict]:
+# The ε runs made with the shipped configs (PD: stage0_clip_x0=1).
+EPS_RUNS = {"pd": "pd_quality_eps_clip"}
+
+
+def compare(results: str = RESULTS, eps_runs: dict | None = None) -> list[dict]:
+    eps_runs = {**EPS_RUNS, **(eps_runs or {})}
     table = []
     for name, (full, students, key) in BENCHMARKS.items():
-        paths = {t: osp.join(results, f"{name}_quality{suffix}.json")
-                 for t, suffix in (("v", ""), ("eps", "_eps"))}
+        paths = {"v": osp.join(results, f"{name}_quality.json"),
+                 "eps": osp.join(results, eps_runs.get(name, f"{name}_quality_eps") + ".json")}
         if not all(osp.isfile(p) for p in paths.values()):
             continue
         per_teacher = {t: ratios(json.load(open(p))["rows"], full, students, key)
@@ -53,7 +61,8 @@ def compare(results: str = RESULTS) -> list[dict]:
             v, eps = per_teacher["v"][method, nfe], per_teacher["eps"].get((method, nfe))
             if eps is None:
                 continue
-            row = dict(benchmark=name, method=method, nfe=nfe, v=v, eps=eps,
+            row = dict(benchmark=name, eps_run=osp.basename(paths["eps"]), method=method,
+                       nfe=nfe, v=v, eps=eps,
                        fd_ratio_change=eps["fd_ratio"] / v["fd_ratio"] - 1)
             if v["psnr"] is not None and eps["psnr"] is not None:
                 row["psnr_change"] = eps["psnr"] / v["psnr"] - 1
@@ -66,13 +75,13 @@ def compare(results: str = RESULTS) -> list[dict]:
 def markdown(table: list[dict]) -> str:
     def num(x, fmt):
         return "—" if x is None else format(x, fmt)
-    lines = ["| method | NFE | FD ratio, v | FD ratio, ε | change | teacher@NFE FD ratio, v / ε "
+    lines = ["| ε run | method | NFE | FD ratio, v | FD ratio, ε | change | teacher@NFE FD ratio, v / ε "
              "| PSNR v (dB) | PSNR ε (dB) | change | within 10% |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         v, e = r["v"], r["eps"]
         lines.append(
-            f"| {r['method']} | {r['nfe']} | {v['fd_ratio']:.2f} | {e['fd_ratio']:.2f} | "
+            f"| {r['eps_run']} | {r['method']} | {r['nfe']} | {v['fd_ratio']:.2f} | {e['fd_ratio']:.2f} | "
             f"{r['fd_ratio_change']:+.0%} | {num(v['teacher_fd_ratio'], '.2f')} / "
             f"{num(e['teacher_fd_ratio'], '.2f')} | {num(v['psnr'], '.1f')} | "
             f"{num(e['psnr'], '.1f')} | "
@@ -85,14 +94,25 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--out", default=osp.join(RESULTS, "teacher_ratios"))
+    p.add_argument("--eps", action="append", default=[], metavar="BENCHMARK=STEM",
+                   help="the ε run's result file stem, e.g. pd=pd_quality_eps")
     args = p.parse_args(argv)
-    table = compare(args.results)
+    eps_runs = {}
+    for item in args.eps:
+        name, sep, stem = item.partition("=")
+        if not sep or name not in BENCHMARKS:
+            p.error(f"--eps {item!r}: expected BENCHMARK=STEM with BENCHMARK in "
+                    f"{sorted(BENCHMARKS)}")
+        eps_runs[name] = stem
+    table = compare(args.results, eps_runs)
+    command = " ".join(["python tools/benchmark/teacher_ratios.py",
+                        *(sys.argv[1:] if argv is None else argv)])
     with open(args.out + ".json", "w") as f:
-        json.dump(dict(command="python tools/benchmark/teacher_ratios.py", rows=table), f,
+        json.dump(dict(command=command, eps_runs={**EPS_RUNS, **eps_runs}, rows=table), f,
                   indent=2)
     text = markdown(table)
     with open(args.out + ".md", "w") as f:
-        f.write("`python tools/benchmark/teacher_ratios.py`\n\n" + text)
+        f.write(f"`{command}`\n\n" + text)
     print(text)
 
 
