@@ -8,8 +8,7 @@ from torch import Tensor
 
 from diffengine_distill.registry import MODELS
 
-from ....diffusion import (check_prediction_type, ddim_step, per_sample, prediction_target,
-                           split_prediction)
+from ....diffusion import check_prediction_type, ddim_step, prediction_target, split_prediction
 from ..base import BaseDiffusionModel
 from ..lora import AdapterTeacher
 from ..sample_rng import batch_rng
@@ -215,10 +214,10 @@ class ProgressiveDistillation(BaseDiffusionModel):
                 a_t, s_t = self.noise_schedule.alpha_sigma(t)
                 x_target, eps_target = split_prediction(
                     teacher(z_t, t).double(), z_t.double(), a_t, s_t, self.teacher_type)
-                if self.stage0_clip_x0 is not None:
-                    x_target = x_target.clamp(-self.stage0_clip_x0, self.stage0_clip_x0)
-                    eps_target = (z_t.double() - per_sample(a_t, z_t) * x_target) \
-                        / per_sample(s_t, z_t)
+                if self.stage0_clip_x0 is not None:  # eps follows the clipped x0
+                    c = self.stage0_clip_x0
+                    x_target, eps_target = split_prediction(
+                        x_target.clamp(-c, c), z_t.double(), a_t, s_t, "sample")
             else:
                 x_target, eps_target = pd_target(teacher, self.teacher_type, self.noise_schedule,
                                                  z_t, t, t_mid, s)
