@@ -213,6 +213,40 @@ def test_generator_starts_as_the_teachers_x0_of_an_eps_teacher():
         assert (export - expected).abs().max() / scale < 1e-4
 
 
+def test_v_generator_of_an_eps_teacher():
+    """generator_prediction_type: the generator's output is read as v (x0 =
+    alpha z - sigma v, DDPM's alphas_cumprod at 999) in training and by the
+    export's DDIM step; the real score and the critic's loss still read eps."""
+    from diffusers import DDPMScheduler
+    ac = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod.double()
+    a, s = ac[999].sqrt(), (1 - ac[999]).sqrt()
+    model = DMD(unet=UNET, scheduler=EPS_SCHEDULER, regression_weight=0.0,
+                generator_prediction_type="v_prediction")
+    z, labels, t = torch.randn(2, 1, 8, 8), torch.tensor([4, 5]), torch.tensor([999, 999])
+    with torch.no_grad():
+        out = model.unet(z, t, class_labels=labels).sample.double()
+        ours = model.generator_x0(model.unet, z, 999, labels)
+        sched = model.export_scheduler()
+        sched.set_timesteps(1)
+        export = sched.step(out.float(), sched.timesteps[0], z).prev_sample
+        real = model.real_x0(z, t, labels)
+    torch.testing.assert_close(ours.double(), a * z.double() - s * out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(export.double(), a * z.double() - s * out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(real.double(), (z.double() - s * out) / a, rtol=1e-4, atol=1e-3)
+    assert model.prediction_type == "v_prediction"  # what the export's metadata says
+
+    x = torch.randn(2, 1, 8, 8)
+    torch.manual_seed(3)
+    loss = model.critic_losses(x, labels, None)["loss_critic"]
+    torch.manual_seed(3)
+    t = torch.randint(0, 1000, (2,))
+    noise = torch.randn_like(x)
+    at, st = ac[t].sqrt().float().view(-1, 1, 1, 1), (1 - ac[t]).sqrt().float().view(-1, 1, 1, 1)
+    with torch.no_grad():
+        eps_hat = model.critic.unet(at * x + st * noise, t, class_labels=labels).sample
+    torch.testing.assert_close(loss, (eps_hat - noise).square().mean(), rtol=1e-4, atol=1e-7)
+
+
 def test_gan_head_gives_one_logit_per_image():
     for size, blocks in ((8, (8, 16)), (32, (8, 16, 16, 16))):
         unet = dict(UNET, sample_size=size, block_out_channels=blocks,
@@ -362,6 +396,7 @@ def test_regression_only_pretraining_then_generator_init(tmp_path):
     (dict(gan_generator_weight=-1e-3, gan_critic_weight=1e-2), "must be >= 0"),
     (dict(gan_start_iter=10), "needs GAN weights"),
     (dict(generator_timestep=399, num_generator_steps=4), "one-step generator"),
+    (dict(generator_prediction_type="x0"), "Unknown prediction_type 'x0'"),
     (dict(dm_weight=0.0), "needs model.regression_weight > 0"),
     (dict(dm_weight=0.0, regression_weight=1.0, regression_loss="l2",
           gan_generator_weight=1e-3, gan_critic_weight=1e-2), "trains no critic"),
@@ -527,6 +562,41 @@ def test_two_processes_train_in_sync_and_resume_on_one(dmd_runs, tmp_path):
     mim_train("tests/configs/dmd2_tiny.py", two, "--resume", "--cfg-options", *dmd_runs["dmd2"],
               env=env)
     assert_same_training(one / "iter_6.pth", two / "iter_6.pth")
+
+
+def test_dmd_benchmark_runs_end_to_end(tmp_path):
+    """tools/benchmark/dmd_quality.py on a 16-px tiny teacher: one run of two
+    iterations, 16 seeds, the teacher's FD on two seed sets; its tables hold
+    the FD the same images give by hand."""
+    from diffengine_distill.apis.pairs import ode_scheduler
+    from diffengine_distill.datasets.digits import load_digits_uint8
+    from diffengine_distill.evaluation import (classifier_features, frechet_distance,
+                                               get_digits_classifier)
+    from diffengine_distill.pipelines import SamplerPipeline
+    mim_train("tests/configs/teacher_tiny.py", tmp_path / "teacher", "--cfg-options",
+              "model.unet.sample_size=16", "train_dataloader.dataset.resolution=16",
+              "model.unet.num_class_embeds=11", "model.class_dropout_prob=0.1")
+    teacher, out = tmp_path / "teacher" / "step6", tmp_path / "result"
+    run(["python", "tools/benchmark/dmd_quality.py", "--teacher", str(teacher),
+         "--work-dir", str(tmp_path / "runs"), "--runs", "DMD2", "--seeds", "0-15",
+         "--reference-seed-sets", "2", "--out", str(out), "--cfg-options",
+         "train_cfg.max_iters=2"])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [(r["model"], r["steps"]) for r in result["rows"]][-1] == ("DMD2", 1)
+    assert result["runs"]["DMD2"]["export"].endswith("step2")
+
+    pipe = load_pipeline(teacher)
+    pipe = SamplerPipeline(unet=pipe.unet, scheduler=ode_scheduler(pipe.scheduler, "dpmpp"))
+    classifier, _ = get_digits_classifier(16)
+    real = torch.from_numpy(load_digits_uint8(16)[0]).float()[:, None] / 127.5 - 1
+    labels = [s % 10 for s in range(32)]
+    fds = [frechet_distance(classifier_features(generate(pipe, seeds, 64, labels=labels[:16],
+                                                         progress=False), classifier),
+                            classifier_features(real, classifier))
+           for seeds in (range(16), range(16, 32))]
+    assert result["rows"][0]["fd"] == pytest.approx(fds[0], rel=1e-3)
+    assert result["reference_fd_seed_sets"] == pytest.approx(fds, rel=1e-3)
+    assert "on 2 disjoint seed sets of 16" in (tmp_path / "result.md").read_text()
 
 
 def test_make_pairs_refuses_labels_for_an_unconditional_teacher(tiny_teacher, tmp_path):

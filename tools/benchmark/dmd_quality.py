@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RUNS = {  # name: (config, its export's steps)
     "DMD": ("configs/dmd/dmd_digits.py", 1),
@@ -39,6 +41,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", default="0-1023")
     p.add_argument("--sequential", action="store_true", help="train one run at a time")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), metavar="RUN",
+                   help=f"which runs to train and evaluate (default: all of {list(RUNS)})")
+    p.add_argument("--reference-seed-sets", type=int, default=1, metavar="K",
+                   help="also sample the 64-step teacher on K-1 further disjoint seed sets "
+                        "of the same size and report its FD spread (what a difference "
+                        "between two rows must beat)")
     p.add_argument("--cfg-options", nargs="*", default=[],
                    help="extra options for every run (e.g. a short smoke test)")
     p.add_argument("--out", default=osp.join(ROOT, "tools/benchmark/results/dmd_quality"))
@@ -48,7 +56,8 @@ def parse_args(argv=None):
 def train_all(args) -> dict:
     """Start every missing run (in parallel unless --sequential), wait, time them."""
     procs, runs = {}, {}
-    for name, (config, _) in RUNS.items():
+    for name in args.runs:
+        config = RUNS[name][0]
         work = osp.join(args.work_dir, osp.splitext(osp.basename(config))[0])
         runs[name] = dict(work_dir=work, config=config)
         if glob.glob(osp.join(work, "step*", "model_index.json")):
@@ -128,8 +137,9 @@ def main(argv=None):
 
     get_digits_classifier(16)  # trained and cached once, before runs that use it start
     start = time.perf_counter()
-    make_pairs(args.teacher, args.pairs, range(args.num_pairs), 64, "dpmpp", batch_size=1000,
-               device=args.device)
+    if "DMD" in args.runs:  # only DMD regresses onto the teacher's ODE pairs
+        make_pairs(args.teacher, args.pairs, range(args.num_pairs), 64, "dpmpp",
+                   batch_size=1000, device=args.device)
     pairs_seconds = time.perf_counter() - start
     runs = train_all(args)
 
@@ -152,17 +162,23 @@ def main(argv=None):
     dpmpp = SamplerPipeline(unet=teacher.unet,
                             scheduler=ode_scheduler(teacher.scheduler, "dpmpp"))
     dpmpp.set_progress_bar_config(disable=True)
-    add("teacher DPM-Solver++", 64, generate(dpmpp, seeds, 64, labels, 512, progress=False))
+    add("teacher DPM-Solver++", 64, generate(dpmpp, seeds, 64, labels=labels, batch_size=512, progress=False))
+    reference_fds = [rows[-1]["fd"]]
+    for k in range(1, args.reference_seed_sets):
+        other = [s + k * (max(seeds) + 1) for s in seeds]  # disjoint, same labels
+        images = generate(dpmpp, other, 64, labels=labels, batch_size=512, progress=False)
+        reference_fds.append(frechet_distance(classifier_features(images, classifier),
+                                              real_feats))
     for steps in (4, 1):
-        add("teacher DPM-Solver++", steps, generate(dpmpp, seeds, steps, labels, 512,
+        add("teacher DPM-Solver++", steps, generate(dpmpp, seeds, steps, labels=labels, batch_size=512,
                                                     progress=False))
     for steps in (4, 1):
-        add("teacher DDIM", steps, generate(teacher, seeds, steps, labels, 512,
+        add("teacher DDIM", steps, generate(teacher, seeds, steps, labels=labels, batch_size=512,
                                             progress=False))
-    for name, (_, steps) in RUNS.items():
-        run = runs[name]
+    for name in args.runs:
+        steps, run = RUNS[name][1], runs[name]
         pipe = load_pipeline(run["export"], device=args.device)
-        add(name, steps, generate(pipe, seeds, steps, labels, 512, progress=False),
+        add(name, steps, generate(pipe, seeds, steps, labels=labels, batch_size=512, progress=False),
             iterations=int(osp.basename(run["export"])[4:]),
             median_seconds_per_iteration=run["median_seconds_per_iteration"])
     os.makedirs(osp.dirname(args.out), exist_ok=True)
@@ -174,11 +190,17 @@ def main(argv=None):
     meta = dict(command="python tools/benchmark/dmd_quality.py " + " ".join(
         argv if argv is not None else sys.argv[1:]), hardware=hardware,
         classifier_test_acc=clf_acc, num_images=len(seeds), pairs_seconds=pairs_seconds,
+        reference_fd_seed_sets=reference_fds,
         strip_rows=[f"{r['model']} @ {r['steps']}" for r in rows],
         runs={k: {kk: vv for kk, vv in v.items() if kk != "scalars"} for k, v in runs.items()})
     with open(args.out + ".json", "w") as f:
         json.dump(dict(meta, rows=rows), f, indent=2)
     table = markdown(rows)
+    if len(reference_fds) > 1:
+        fds = np.array(reference_fds)
+        table += (f"\n\nTeacher DPM-Solver++ at 64 steps on {len(fds)} disjoint seed sets of "
+                  f"{len(seeds)}: FD {fds.mean():.3f} ± {fds.std(ddof=1):.3f} "
+                  f"(min {fds.min():.3f}, max {fds.max():.3f}).")
     with open(args.out + ".md", "w") as f:
         f.write(f"`{meta['command']}` ({hardware})\n\n{table}\n")
     print(table)
