@@ -12,7 +12,8 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ...builders import build_scheduler, build_unet, load_vae
-from ....diffusion import ddim_step, per_sample, prediction_target, split_prediction
+from ....diffusion import (check_prediction_type, ddim_step, per_sample, prediction_target,
+                           split_prediction)
 from ...perceptual import build_lpips, lpips_distance
 from ..base import BaseDiffusionModel
 from ..conditioning import cat_conditions
@@ -99,6 +100,14 @@ class DMD(BaseDiffusionModel):
             T-1): pure noise goes in labelled with t and x0 is read at t, as
             DMD2's SDXL ``conditioning_timestep`` 399. The export samples it
             with DDIM (leading spacing, steps_offset = t, one step).
+        generator_prediction_type: how the generator's output is read
+            (epsilon | v_prediction | sample; default: the teacher's, so the
+            generator starts as the teacher's sampler). The real and fake
+            scores keep the teacher's. An eps output read at t = T-1 of DDPM's
+            linear schedule is scaled by 1/alpha = 157 on its way to x0 (SD's
+            schedule: 15): there ``v_prediction`` (x0 = alpha z - sigma v)
+            keeps the one-step generator well-conditioned, as progressive
+            distillation's v student. The export is sampled with this type.
         seed: seeds the multi-step generator's simulated step index, drawn as
             a function of (seed, iteration) so every process and a resumed run
             agree, and the per-sample noise and timesteps (keyed by seed,
@@ -114,8 +123,14 @@ class DMD(BaseDiffusionModel):
                  generator_init: str | None = None,
                  gan_generator_weight: float = 0.0, gan_critic_weight: float = 0.0,
                  gan_t_max: int | None = None, gan_start_iter: int = 0,
-                 generator_timestep: int | None = None, seed: int = 0, **kwargs):
+                 generator_timestep: int | None = None,
+                 generator_prediction_type: str | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
+        # The teacher's type reads the real and fake scores; self.prediction_type
+        # (exports, samplers, metadata) becomes the generator's.
+        self.score_prediction_type = self.prediction_type
+        self.prediction_type = check_prediction_type(generator_prediction_type
+                                                     or self.prediction_type)
         T = self.noise_schedule.num_train_timesteps
         self.num_generator_steps = int(num_generator_steps)
         if not 1 <= self.num_generator_steps <= T:
@@ -223,14 +238,16 @@ class DMD(BaseDiffusionModel):
     def gan_critic_weight(self) -> float:
         return self.gan_weights[1] if self.gan_on else 0.0
 
-    def x0(self, out: Tensor, z: Tensor, t: Tensor) -> Tensor:
-        """x0_hat from a UNet output at (possibly per-sample) integer t, in fp32."""
+    def x0(self, out: Tensor, z: Tensor, t: Tensor, prediction_type: str | None = None) -> Tensor:
+        """x0_hat from a UNet output at (possibly per-sample) integer t, in fp32;
+        read as a score (the teacher's type) unless told otherwise."""
         alpha, sigma = (c.float() for c in self.noise_schedule.alpha_sigma(t))
-        return split_prediction(out.float(), z.float(), alpha, sigma, self.prediction_type)[0]
+        return split_prediction(out.float(), z.float(), alpha, sigma,
+                                prediction_type or self.score_prediction_type)[0]
 
     def generator_x0(self, unet, z: Tensor, t: int, labels) -> Tensor:
         t = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
-        return self.x0(self.unet_forward(unet, z, t, labels), z, t)
+        return self.x0(self.unet_forward(unet, z, t, labels), z, t, self.prediction_type)
 
     def real_x0(self, z: Tensor, t: Tensor, labels) -> Tensor:
         """The teacher's x0_hat, with CFG on the real score when asked."""
@@ -349,9 +366,9 @@ class DMD(BaseDiffusionModel):
                 lbl.append(labels)
         out, logits = self.critic(torch.cat(z), torch.cat(ts), cat_conditions(lbl),
                                   with_logits=self.gan_critic_weight > 0)
-        target = prediction_target(x, noise, alpha, sigma, self.prediction_type)
+        target = prediction_target(x, noise, alpha, sigma, self.score_prediction_type)
         losses = dict(loss_critic=self.critic_loss(out[:n], target, self.noise_schedule.snr(t),
-                                                   self.prediction_type))
+                                                   self.score_prediction_type))
         if self.gan_critic_weight:
             fake, real_logits = logits[n:2 * n], logits[2 * n:]
             losses["loss_gan_critic"] = self.gan_critic_weight * (
