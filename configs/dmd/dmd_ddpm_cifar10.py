@@ -14,8 +14,10 @@ _base_ = [
 ]
 
 teacher = "google/ddpm-cifar10-32"  # or a local folder with unet/ and scheduler/
+# A v-reading generator of this eps teacher: why in dmd2_ddpm_cifar10.py.
 model = dict(unet=dict(path=teacher),
-             scheduler=dict(path=teacher, class_name="DDPMScheduler"))
+             scheduler=dict(path=teacher, class_name="DDPMScheduler"),
+             generator_prediction_type="v_prediction")
 train_dataloader = dict(dataset=dict(path="work_dirs/pairs/cifar10"))
 default_hooks = dict(checkpoint=dict(interval=1000))
 custom_hooks = [
