@@ -41,8 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", default="0-1023")
     p.add_argument("--sequential", action="store_true", help="train one run at a time")
-    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS), metavar="RUN",
-                   help=f"which runs to train and evaluate (default: all of {list(RUNS)})")
+    p.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS), metavar="RUN",
+                   help=f"which runs to train and evaluate (default: all of {list(RUNS)}; "
+                        "none: the teacher's rows only)")
     p.add_argument("--reference-seed-sets", type=int, default=1, metavar="K",
                    help="also sample the 64-step teacher on K-1 further disjoint seed sets "
                         "of the same size and report its FD spread (what a difference "
@@ -184,7 +185,8 @@ def main(argv=None):
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     grid = make_grid(torch.cat(strip), nrow=12)
     save_image(grid, args.out + "_strip.png", 3)
-    plot_curves(runs, args.out + "_curves.png")
+    if runs:
+        plot_curves(runs, args.out + "_curves.png")
     hardware = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                 else "CPU")
     meta = dict(command="python tools/benchmark/dmd_quality.py " + " ".join(
