@@ -163,23 +163,24 @@ def main(argv=None):
     dpmpp = SamplerPipeline(unet=teacher.unet,
                             scheduler=ode_scheduler(teacher.scheduler, "dpmpp"))
     dpmpp.set_progress_bar_config(disable=True)
-    add("teacher DPM-Solver++", 64, generate(dpmpp, seeds, 64, labels=labels, batch_size=512, progress=False))
+
+    def sample(pipe, steps, seed_list=seeds):  # labels follow the position, not the seed
+        return generate(pipe, seed_list, steps, labels=labels, batch_size=512, progress=False)
+
+    add("teacher DPM-Solver++", 64, sample(dpmpp, 64))
     reference_fds = [rows[-1]["fd"]]
     for k in range(1, args.reference_seed_sets):
         other = [s + k * (max(seeds) + 1) for s in seeds]  # disjoint, same labels
-        images = generate(dpmpp, other, 64, labels=labels, batch_size=512, progress=False)
-        reference_fds.append(frechet_distance(classifier_features(images, classifier),
-                                              real_feats))
+        reference_fds.append(frechet_distance(
+            classifier_features(sample(dpmpp, 64, other), classifier), real_feats))
     for steps in (4, 1):
-        add("teacher DPM-Solver++", steps, generate(dpmpp, seeds, steps, labels=labels, batch_size=512,
-                                                    progress=False))
+        add("teacher DPM-Solver++", steps, sample(dpmpp, steps))
     for steps in (4, 1):
-        add("teacher DDIM", steps, generate(teacher, seeds, steps, labels=labels, batch_size=512,
-                                            progress=False))
+        add("teacher DDIM", steps, sample(teacher, steps))
     for name in args.runs:
         steps, run = RUNS[name][1], runs[name]
         pipe = load_pipeline(run["export"], device=args.device)
-        add(name, steps, generate(pipe, seeds, steps, labels=labels, batch_size=512, progress=False),
+        add(name, steps, sample(pipe, steps),
             iterations=int(osp.basename(run["export"])[4:]),
             median_seconds_per_iteration=run["median_seconds_per_iteration"])
     os.makedirs(osp.dirname(args.out), exist_ok=True)
