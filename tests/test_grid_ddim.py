@@ -82,3 +82,64 @@ def test_class_conditional_export(tmp_path):
     a = m.sample(range(3), 4, labels=[1, 2, 3])
     b = generate(reloaded, range(3), 4, labels=[1, 2, 3], progress=False)
     assert (a - b).abs().max() < 1e-6
+
+
+def test_clipped_sampling_keeps_or_recomputes_eps(tmp_path):
+    """``clip_sample="on"`` is diffusers' DDIM (x0_hat clipped, eps_hat kept);
+    ``"recompute"`` takes eps_hat from the clipped x0_hat (the PD paper's
+    sampler), on integer (DDIMPipeline) and fractional (GridDDIM) grids alike:
+    both against DDIM by hand. An untrained eps UNet at t near T gives x0_hat
+    far outside [-1, 1], so the clip acts on every step."""
+    seeds = range(3)
+    for steps in (4, 16):
+        torch.manual_seed(0)
+        m = StudentModel(unet=UNET, scheduler=dict(type="DDPMScheduler", num_train_timesteps=1000),
+                         prediction_type="epsilon",
+                         sampler=dict(num_inference_steps=steps)).eval()
+        folder = tmp_path / str(steps)
+        m.build_pipeline().save_pretrained(folder)
+        ab = torch.cat([torch.ones(1), m.scheduler.alphas_cumprod.double()])
+
+        def alpha_bar(t):  # log-linear between integer timesteps, t = -1 -> 1
+            lo = int(t + 1)
+            frac, hi = t + 1 - lo, min(lo + 1, 1000)
+            return (ab[lo].log() * (1 - frac) + ab[hi].log() * frac).exp()
+
+        def by_hand(recompute):
+            z = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
+                             for s in seeds]).double()
+            clipped = 0
+            with torch.no_grad():
+                for i in range(steps, 0, -1):
+                    t, s = i * 1000 / steps - 1, (i - 1) * 1000 / steps - 1
+                    a_t, a_s = alpha_bar(t), alpha_bar(s)
+                    eps = m.unet(z.float(), torch.tensor([t] * 3)).sample.double()
+                    x0 = (z - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+                    clipped += int((x0.abs() > 1).any())
+                    x0 = x0.clamp(-1, 1)
+                    if recompute:
+                        eps = (z - a_t.sqrt() * x0) / (1 - a_t).sqrt()
+                    z = a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps
+            assert clipped == steps
+            return z.float()
+
+        results = {}
+        for mode in ("on", "recompute"):
+            pipe = load_pipeline(str(folder), clip_sample=mode)
+            assert pipe.scheduler.config.clip_sample
+            results[mode] = generate(pipe, seeds, steps, progress=False)
+        # the last step returns the clipped x0_hat: earlier steps' eps shows in it
+        for mode, recompute in (("on", False), ("recompute", True)):
+            expected = by_hand(recompute)
+            assert (results[mode] - expected).abs().max() < 1e-4, (steps, mode)
+        assert (results["on"] - results["recompute"]).abs().max() > 1e-2
+
+    # SamplerPipeline takes the flag itself, as DDIMPipeline does
+    pipe = SamplerPipeline.from_pretrained(tmp_path / "16")
+    pipe.scheduler = GridDDIMScheduler.from_config(pipe.scheduler.config, clip_sample=True)
+    own = generate(pipe, seeds, 16, progress=False)
+    assert (own - results["on"]).abs().max() < 1e-5
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    flagged = pipe(batch_size=3, generator=gens, num_inference_steps=16,
+                   use_clipped_model_output=True, output_type="pt").images * 2 - 1
+    assert (flagged - results["recompute"]).abs().max() < 1e-5

@@ -12,7 +12,7 @@ import contextlib
 import math
 import sys
 
-CLIP_CHOICES = ("export", "on", "off")
+CLIP_CHOICES = ("export", "on", "off", "recompute")
 SOLVERS = ("dpmpp", "ddim", "pndm")
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
@@ -130,7 +130,9 @@ def sample_parser() -> Parser:
     p.add_argument("--eta", type=eta_value, default=0.0,
                    help="DDIM eta in [0, 1]: 0 deterministic, 1 DDPM-like (DDIM samplers only)")
     p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export",
-                   help="clip x0_hat to [-1, 1] at every step (on/off), or as exported")
+                   help="clip x0_hat to [-1, 1] at every step (on/off), or as exported; "
+                   "recompute: also recompute DDIM's eps_hat from the clipped x0_hat (the "
+                   "sampler of the progressive distillation paper)")
     p.add_argument("--clipped-sampling", "--clipped_sampling", dest="clip_sample",
                    action="store_const", const="on", help="same as --clip-sample on")
     _device(p)
@@ -168,7 +170,8 @@ def evaluate_parser() -> Parser:
                    help="local NVlabs inception-2015-12-05.pt (SHA-256 checked) for "
                    "Inception FID")
     p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export",
-                   help="x0 clipping while sampling: as exported, on or off")
+                   help="x0 clipping while sampling: as exported, on, off, or recompute "
+                   "(DDIM's eps_hat recomputed from the clipped x0_hat)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--out", default="evaluation", help="writes OUT.json and OUT.md")
     _device(p)

@@ -58,6 +58,9 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     ``clip_sample`` on/off overrides the export's x0 clipping. Note that
     diffusers' DDIM clips x0_hat but keeps the unclipped eps_hat, which over
     hundreds of steps leaves speckles; the unclipped ODE has none.
+    ``recompute`` clips x0_hat and takes eps_hat from it, (z - alpha x0)/sigma,
+    at every DDIM step: the clipped ODE that the progressive distillation
+    paper samples with (diffusers' ``use_clipped_model_output=True``).
     """
     from diffusers import DiffusionPipeline
 
@@ -77,8 +80,24 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
         raise ValueError(f"clip_sample must be one of {CLIP_CHOICES}, got {clip_sample!r}")
     if clip_sample != "export":
         pipe.scheduler = pipe.scheduler.from_config(pipe.scheduler.config,
-                                                    clip_sample=clip_sample == "on")
+                                                    clip_sample=clip_sample != "off")
+    if clip_sample == "recompute":
+        recompute_clipped_eps(pipe.scheduler)
     return pipe
+
+
+def recompute_clipped_eps(scheduler) -> None:
+    """Make a DDIM scheduler take eps_hat from the clipped x0_hat at every step,
+    whatever the pipeline passes. Other schedulers step from x0_hat alone
+    (DDPM's posterior mean, LCM), so clipping is already consistent there."""
+    step = scheduler.step
+    if "use_clipped_model_output" not in inspect.signature(step).parameters:
+        return
+
+    def step_with_clipped_eps(*args, **kwargs):
+        kwargs["use_clipped_model_output"] = True
+        return step(*args, **kwargs)
+    scheduler.step = step_with_clipped_eps
 
 
 def generate(pipe, seeds, num_inference_steps: int, eta: float = 0.0, **kwargs):

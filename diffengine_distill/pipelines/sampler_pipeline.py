@@ -20,8 +20,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 
 @functools.lru_cache(maxsize=None)
-def _takes_eta(scheduler_class) -> bool:
-    return "eta" in inspect.signature(scheduler_class.step).parameters
+def _step_options(scheduler_class) -> frozenset:
+    return frozenset(inspect.signature(scheduler_class.step).parameters)
 
 
 class SamplerPipeline(DiffusionPipeline):
@@ -54,9 +54,11 @@ class SamplerPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, class_labels=None, generator=None,
                  num_inference_steps: int | None = None, eta: float = 0.0,
+                 use_clipped_model_output: bool | None = None,
                  output_type: str = "pil", return_dict: bool = True):
         """``num_inference_steps`` defaults to the scheduler's trained number
-        (SFD: network evaluations), else 50."""
+        (SFD: network evaluations), else 50. ``eta`` and
+        ``use_clipped_model_output`` go to DDIM schedulers, as in DDIMPipeline."""
         device, dtype = self._device_and_dtype()
         if self.num_classes is not None and class_labels is None:
             raise ValueError("This UNet is class-conditional: pass class_labels=[...].")
@@ -75,7 +77,10 @@ class SamplerPipeline(DiffusionPipeline):
         if hasattr(self.scheduler, "condition_labels"):
             labels = self.scheduler.condition_labels(class_labels, batch_size, device)
         kwargs = {} if labels is None else dict(class_labels=labels)
-        extra = {"eta": eta} if _takes_eta(type(self.scheduler)) else {}
+        options = _step_options(type(self.scheduler))
+        extra = {"eta": eta} if "eta" in options else {}
+        if use_clipped_model_output is not None and "use_clipped_model_output" in options:
+            extra["use_clipped_model_output"] = use_clipped_model_output
         needs_model = getattr(self.scheduler, "needs_model_output", lambda i: True)
         timesteps = self.scheduler.timesteps
         if not getattr(self, "_progress_bar_config", {}).get("disable", False):

@@ -29,12 +29,16 @@ class GridDDIMScheduler(DDIMScheduler):
         grid = torch.arange(num_inference_steps, 0, -1, dtype=torch.float64)
         self.timesteps = (grid * T / num_inference_steps - 1).float().to(device)
 
-    def step(self, model_output, timestep, sample, eta: float = 0.0, generator=None,
-             return_dict: bool = True, **kwargs):
+    def step(self, model_output, timestep, sample, eta: float = 0.0,
+             use_clipped_model_output: bool = False, generator=None, return_dict: bool = True,
+             **kwargs):
+        """As DDIMScheduler.step: with ``clip_sample``, eps_hat is recomputed from
+        the clipped x0_hat only when ``use_clipped_model_output`` is set."""
         T, n = self.config.num_train_timesteps, self.num_inference_steps
         if T % n == 0:
-            return super().step(model_output, timestep, sample, eta=eta, generator=generator,
-                                return_dict=return_dict, **kwargs)
+            return super().step(model_output, timestep, sample, eta=eta,
+                                use_clipped_model_output=use_clipped_model_output,
+                                generator=generator, return_dict=return_dict, **kwargs)
         if eta:
             raise ValueError("GridDDIMScheduler samples fractional grids deterministically "
                              "(eta = 0) only.")
@@ -46,7 +50,8 @@ class GridDDIMScheduler(DDIMScheduler):
                                    self.config.prediction_type)
         if self.config.clip_sample:
             x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
-            eps = (sample.double() - a_t * x0) / s_t
+            if use_clipped_model_output:
+                eps = (sample.double() - a_t * x0) / s_t
         prev = ddim_step(x0, eps, a_s, s_s).to(sample.dtype)
         if not return_dict:
             return (prev, x0.to(sample.dtype))

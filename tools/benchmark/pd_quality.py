@@ -31,7 +31,10 @@ def parse_args():
     p.add_argument("--teacher-steps", type=int, default=128)
     p.add_argument("--iters-per-stage", type=int, default=300)
     p.add_argument("--seeds", default="0-255")
-    p.add_argument("--clip-sample", default="export", choices=("export", "on", "off"))
+    p.add_argument("--clip-sample", default="export",
+                   choices=("export", "on", "off", "recompute"),
+                   help="x0 clipping of every sampler, teacher and students (recompute: "
+                   "eps_hat from the clipped x0_hat, the PD paper's evaluation sampler)")
     p.add_argument("--student-prediction-type", default="v_prediction",
                    choices=("v_prediction", "epsilon", "sample"),
                    help="the student's parameterisation (the teacher's: no stage 0)")
