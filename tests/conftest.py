@@ -8,6 +8,13 @@ import pytest
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BIN = osp.dirname(sys.executable)
 
+# diffusers binds its log handler to the sys.stderr of the moment it first logs.
+# Bound inside a capsys test, it writes to that test's closed stream later
+# ("--- Logging error ---" in another test's stderr); bind it to the session's.
+from diffusers.utils import logging as _diffusers_logging  # noqa: E402
+
+_diffusers_logging.get_logger("diffusers")
+
 
 def run(cmd, cwd=ROOT, env=None, check=True):
     """Run a command with this interpreter's environment; show its output on failure."""
