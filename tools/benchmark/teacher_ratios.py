@@ -7,7 +7,8 @@ method and NFE, from the quality benchmarks' result files.
 Reads ``tools/benchmark/results/{pd,sfd,dmd}_quality.json`` (v teacher) and
 ``..._eps.json`` (ε teacher, the same benchmark with ``--teacher`` and
 ``--out`` pointing at the ε runs; ``--eps pd=pd_quality_eps_clip`` picks
-another run, by default PD's with the shipped configs' clipped stage 0);
+another run, by default PD's with the shipped configs' clipped stage 0,
+sampled as the PD paper does: ``--clip-sample recompute``);
 a missing file leaves its method out.
 "Within 10%" compares the ε ratio with the v ratio: |ε / v - 1| <= 0.1.
 Writes ``teacher_ratios.{json,md}``.
@@ -43,8 +44,9 @@ def ratios(rows: list[dict], teacher_model: str, students: tuple, key: str) -> d
     return out
 
 
-# The ε runs made with the shipped configs (PD: stage0_clip_x0=1).
-EPS_RUNS = {"pd": "pd_quality_eps_clip"}
+# The ε runs made with the shipped configs (PD: stage0_clip_x0=1, every sampler
+# with x0_hat clipped and eps_hat recomputed, as the paper evaluates).
+EPS_RUNS = {"pd": "pd_quality_eps_recompute"}
 
 
 def compare(results: str = RESULTS, eps_runs: dict | None = None) -> list[dict]:
