@@ -45,8 +45,9 @@ def ratios(rows: list[dict], teacher_model: str, students: tuple, key: str) -> d
 
 
 # The ε runs made with the shipped configs (PD: stage0_clip_x0=1, every sampler
-# with x0_hat clipped and eps_hat recomputed, as the paper evaluates).
-EPS_RUNS = {"pd": "pd_quality_eps_recompute"}
+# with x0_hat clipped and eps_hat recomputed, as the paper evaluates; DMD: the
+# run with DMD2 and DMD2 4-step, v generators).
+EPS_RUNS = {"pd": "pd_quality_eps_recompute", "dmd": "dmd_quality_eps_4step"}
 
 
 def compare(results: str = RESULTS, eps_runs: dict | None = None) -> list[dict]:
