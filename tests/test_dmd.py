@@ -599,6 +599,24 @@ def test_dmd_benchmark_runs_end_to_end(tmp_path):
     assert "on 2 disjoint seed sets of 16" in (tmp_path / "result.md").read_text()
 
 
+def test_dmd_benchmark_trains_only_runs_without_their_final_export(tmp_path, root,
+                                                                   monkeypatch):
+    """A run folder with an export short of the dumped config's max_iters is a
+    run still training or stopped: refused, not evaluated as if finished."""
+    monkeypatch.syspath_prepend(f"{root}/tools/benchmark")
+    from dmd_quality import trained
+    work = tmp_path / "dmd2_digits"
+    assert not trained(work, "configs/dmd/dmd2_digits.py")
+    (work / "step3").mkdir(parents=True)
+    (work / "step3" / "model_index.json").write_text("{}")
+    (work / "dmd2_digits.py").write_text("train_cfg = dict(max_iters=6)\n")
+    with pytest.raises(RuntimeError, match=r"not the final one \(step6\).*--resume"):
+        trained(work, "configs/dmd/dmd2_digits.py")
+    (work / "step6").mkdir()
+    (work / "step6" / "model_index.json").write_text("{}")
+    assert trained(work, "configs/dmd/dmd2_digits.py")
+
+
 def test_make_pairs_refuses_labels_for_an_unconditional_teacher(tiny_teacher, tmp_path):
     from diffengine_distill.apis.pairs import make_pairs
     with pytest.raises(ValueError, match="unconditional: leave --num-classes out"):

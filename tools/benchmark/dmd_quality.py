@@ -4,10 +4,11 @@ four-step) generators against the teacher at 1, 4 and 64 steps.
 
     python tools/benchmark/dmd_quality.py --device cuda   # trains what is missing
 
-Trains (skipped when an export exists) ``configs/dmd/dmd_digits.py`` on the
+Trains (skipped when the run's final export exists; a run that exported
+but did not finish is refused) ``configs/dmd/dmd_digits.py`` on the
 teacher's ODE pairs (made first with tools/make_pairs.py),
-``dmd2_digits.py`` and ``dmd2_4step_digits.py``, all three at once
-(``--parallel``: a 1.1M-parameter UNet leaves a GPU mostly idle). Writes
+``dmd2_digits.py`` and ``dmd2_4step_digits.py``, all three at once unless
+``--sequential`` (a 1.1M-parameter UNet leaves a GPU mostly idle). Writes
 ``<out>.json``, ``<out>.md``, ``<out>_strip.png`` (same seeds, one row per
 model) and ``<out>_curves.png`` (DM loss, critic loss and FD over training).
 """
@@ -61,7 +62,7 @@ def train_all(args) -> dict:
         config = RUNS[name][0]
         work = osp.join(args.work_dir, osp.splitext(osp.basename(config))[0])
         runs[name] = dict(work_dir=work, config=config)
-        if glob.glob(osp.join(work, "step*", "model_index.json")):
+        if trained(work, config):
             continue
         cmd = [sys.executable, "tools/train.py", config, "--work-dir", work, "--cfg-options",
                f"model.unet.path={args.teacher}", f"model.scheduler.path={args.teacher}"]
@@ -88,6 +89,25 @@ def train_all(args) -> dict:
         times = sorted(s["time"] for s in run["scalars"] if "time" in s)
         run["median_seconds_per_iteration"] = times[len(times) // 2] if times else None
     return runs
+
+
+def trained(work_dir, config) -> bool:
+    """Whether a run's final export exists: the step of ``max_iters`` in the
+    config that tools/train.py dumped into ``work_dir`` (with its overrides)."""
+    if not glob.glob(osp.join(work_dir, "step*", "model_index.json")):
+        return False
+    from mmengine.config import Config
+    dumped = glob.glob(osp.join(work_dir, "*.py"))
+    if len(dumped) != 1:
+        return True  # no single dumped config to compare with: trust the exports
+    max_iters = Config.fromfile(dumped[0]).train_cfg.max_iters
+    if osp.isfile(osp.join(work_dir, f"step{max_iters}", "model_index.json")):
+        return True
+    raise RuntimeError(
+        f"{work_dir} holds exports but not the final one (step{max_iters}): its training "
+        f"is still running or was stopped. Wait for it, resume it (python tools/train.py "
+        f"{config} --work-dir {work_dir} --resume, with the same --cfg-options), or "
+        "delete the folder.")
 
 
 def read_scalars(work_dir) -> list[dict]:

@@ -8,8 +8,9 @@ Reads ``tools/benchmark/results/{pd,sfd,dmd}_quality.json`` (v teacher) and
 ``..._eps.json`` (ε teacher, the same benchmark with ``--teacher`` and
 ``--out`` pointing at the ε runs; ``--eps pd=pd_quality_eps_clip`` picks
 another run, by default PD's with the shipped configs' clipped stage 0,
-sampled as the PD paper does: ``--clip-sample recompute``);
-a missing file leaves its method out.
+sampled as the PD paper does: ``--clip-sample recompute``; comma-separated
+stems when several runs each hold some of the methods);
+a missing file leaves its methods out.
 "Within 10%" compares the ε ratio with the v ratio: |ε / v - 1| <= 0.1.
 Writes ``teacher_ratios.{json,md}``.
 """
@@ -46,25 +47,31 @@ def ratios(rows: list[dict], teacher_model: str, students: tuple, key: str) -> d
 
 # The ε runs made with the shipped configs (PD: stage0_clip_x0=1, every sampler
 # with x0_hat clipped and eps_hat recomputed, as the paper evaluates; DMD: the
-# run with DMD2 and DMD2 4-step, v generators).
-EPS_RUNS = {"pd": "pd_quality_eps_recompute", "dmd": "dmd_quality_eps_4step"}
+# run with DMD2 and DMD2 4-step and the one with DMD, v generators).
+EPS_RUNS = {"pd": "pd_quality_eps_recompute",
+            "dmd": "dmd_quality_eps_4step,dmd_quality_eps_regression"}
 
 
 def compare(results: str = RESULTS, eps_runs: dict | None = None) -> list[dict]:
     eps_runs = {**EPS_RUNS, **(eps_runs or {})}
     table = []
     for name, (full, students, key) in BENCHMARKS.items():
-        paths = {"v": osp.join(results, f"{name}_quality.json"),
-                 "eps": osp.join(results, eps_runs.get(name, f"{name}_quality_eps") + ".json")}
-        if not all(osp.isfile(p) for p in paths.values()):
+        v_path = osp.join(results, f"{name}_quality.json")
+        eps_paths = [osp.join(results, stem + ".json")
+                     for stem in eps_runs.get(name, f"{name}_quality_eps").split(",")]
+        eps_paths = [p for p in eps_paths if osp.isfile(p)]
+        if not osp.isfile(v_path) or not eps_paths:
             continue
-        per_teacher = {t: ratios(json.load(open(p))["rows"], full, students, key)
-                       for t, p in paths.items()}
-        for method, nfe in sorted(per_teacher["v"], key=lambda k: (k[0], -k[1])):
-            v, eps = per_teacher["v"][method, nfe], per_teacher["eps"].get((method, nfe))
+        v_ratios = ratios(json.load(open(v_path))["rows"], full, students, key)
+        eps_ratios, eps_file = {}, {}  # several ε runs may each hold some of the methods
+        for p in eps_paths:
+            for k, r in ratios(json.load(open(p))["rows"], full, students, key).items():
+                eps_ratios[k], eps_file[k] = r, osp.basename(p)
+        for method, nfe in sorted(v_ratios, key=lambda k: (k[0], -k[1])):
+            v, eps = v_ratios[method, nfe], eps_ratios.get((method, nfe))
             if eps is None:
                 continue
-            row = dict(benchmark=name, eps_run=osp.basename(paths["eps"]), method=method,
+            row = dict(benchmark=name, eps_run=eps_file[method, nfe], method=method,
                        nfe=nfe, v=v, eps=eps,
                        fd_ratio_change=eps["fd_ratio"] / v["fd_ratio"] - 1)
             if v["psnr"] is not None and eps["psnr"] is not None:
@@ -97,8 +104,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--out", default=osp.join(RESULTS, "teacher_ratios"))
-    p.add_argument("--eps", action="append", default=[], metavar="BENCHMARK=STEM",
-                   help="the ε run's result file stem, e.g. pd=pd_quality_eps")
+    p.add_argument("--eps", action="append", default=[], metavar="BENCHMARK=STEM[,STEM]",
+                   help="the ε runs' result file stems, e.g. pd=pd_quality_eps")
     args = p.parse_args(argv)
     eps_runs = {}
     for item in args.eps:
