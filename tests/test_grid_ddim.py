@@ -24,6 +24,19 @@ def model(T, steps, cls=StudentModel, **unet):
         sampler=dict(num_inference_steps=steps))
 
 
+def log_linear_alpha_bar(alphas_cumprod):
+    """alpha_bar(t) for t in [-1, T - 1]: log-linear between integer timesteps,
+    alpha_bar(-1) = 1 (set_alpha_to_one)."""
+    ab = torch.cat([torch.ones(1), alphas_cumprod.double()])
+    T = len(alphas_cumprod)
+
+    def alpha_bar(t):
+        lo = int(t + 1)
+        frac, hi = t + 1 - lo, min(lo + 1, T)
+        return (ab[lo].log() * (1 - frac) + ab[hi].log() * frac).exp()
+    return alpha_bar
+
+
 def test_teacher_exports_stock_ddim_at_any_steps():
     pipe = model(1024, 50, cls=DiffusionModel).build_pipeline()
     assert type(pipe) is DDIMPipeline and type(pipe.scheduler) is DDIMScheduler
@@ -54,12 +67,7 @@ def test_fractional_grid_export_reproduces_training_sampler(tmp_path):
     assert (ours - theirs).abs().max() < 1e-5
 
     # Independently: 16 DDIM steps by hand on the log-linear alpha_bar grid.
-    ab = torch.cat([torch.ones(1), m.scheduler.alphas_cumprod.double()])
-
-    def alpha_bar(t):  # t in [-1, 999], index t + 1 in the padded table
-        lo = int(t + 1)
-        frac, hi = t + 1 - lo, min(lo + 1, 1000)
-        return (ab[lo].log() * (1 - frac) + ab[hi].log() * frac).exp()
+    alpha_bar = log_linear_alpha_bar(m.scheduler.alphas_cumprod)
     z = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
                      for s in seeds]).double()
     with torch.no_grad():
@@ -98,12 +106,7 @@ def test_clipped_sampling_keeps_or_recomputes_eps(tmp_path):
                          sampler=dict(num_inference_steps=steps)).eval()
         folder = tmp_path / str(steps)
         m.build_pipeline().save_pretrained(folder)
-        ab = torch.cat([torch.ones(1), m.scheduler.alphas_cumprod.double()])
-
-        def alpha_bar(t):  # log-linear between integer timesteps, t = -1 -> 1
-            lo = int(t + 1)
-            frac, hi = t + 1 - lo, min(lo + 1, 1000)
-            return (ab[lo].log() * (1 - frac) + ab[hi].log() * frac).exp()
+        alpha_bar = log_linear_alpha_bar(m.scheduler.alphas_cumprod)
 
         def by_hand(recompute):
             z = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
@@ -143,3 +146,39 @@ def test_clipped_sampling_keeps_or_recomputes_eps(tmp_path):
     flagged = pipe(batch_size=3, generator=gens, num_inference_steps=16,
                    use_clipped_model_output=True, output_type="pt").images * 2 - 1
     assert (flagged - results["recompute"]).abs().max() < 1e-5
+
+
+def test_exact_grid_samples_a_stock_ddim_teacher_on_its_trailing_grid(tmp_path):
+    """A teacher export (stock DDIMPipeline, T = 1000) at 16 steps: diffusers'
+    DDIM steps t -> t - 62 and lands off the next timestep; ``exact_grid``
+    follows t_i = 62.5 i - 1, as DDIM by hand on that grid. At 4 steps
+    (N divides T) both are the same sampler."""
+    torch.manual_seed(0)
+    m = DiffusionModel(unet=UNET, scheduler=dict(type="DDPMScheduler", num_train_timesteps=1000),
+                       prediction_type="epsilon").eval()
+    m.build_pipeline().save_pretrained(tmp_path)
+    alpha_bar = log_linear_alpha_bar(m.scheduler.alphas_cumprod)
+    seeds = range(3)
+
+    def by_hand(steps):
+        z = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
+                         for s in seeds]).double()
+        with torch.no_grad():
+            for i in range(steps, 0, -1):
+                t, s = i * 1000 / steps - 1, (i - 1) * 1000 / steps - 1
+                a_t, a_s = alpha_bar(t), alpha_bar(s)
+                eps = m.unet(z.float(), torch.tensor([t] * 3)).sample.double()
+                x0 = (z - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+                z = a_s.sqrt() * x0 + (1 - a_s).sqrt() * eps
+        return z.clamp(-1, 1).float()
+
+    stock = load_pipeline(str(tmp_path), clip_sample="off")
+    exact = load_pipeline(str(tmp_path), clip_sample="off", exact_grid=True)
+    assert type(stock.scheduler) is DDIMScheduler
+    assert type(exact.scheduler) is GridDDIMScheduler
+    for steps in (16, 4):
+        expected = by_hand(steps)
+        ours = generate(exact, seeds, steps, progress=False)
+        assert (ours - expected).abs().max() < 1e-4, steps
+        off_grid = (generate(stock, seeds, steps, progress=False) - expected).abs().max()
+        assert off_grid > 1e-2 if steps == 16 else off_grid < 1e-4

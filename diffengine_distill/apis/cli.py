@@ -135,10 +135,17 @@ def sample_parser() -> Parser:
                    "sampler of the progressive distillation paper)")
     p.add_argument("--clipped-sampling", "--clipped_sampling", dest="clip_sample",
                    action="store_const", const="on", help="same as --clip-sample on")
+    _exact_grid(p)
     _device(p)
     p.add_argument("--scale", type=positive_int, default=4,
                    help="enlarge the grid by this factor")
     return p
+
+
+def _exact_grid(p: Parser) -> None:
+    p.add_argument("--exact-grid", action="store_true",
+                   help="DDIM on the trailing grid i*T/N - 1 for any N (GridDDIMScheduler); "
+                   "diffusers' DDIM steps T // N, off the grid where N does not divide T")
 
 
 def strip_parser() -> Parser:
@@ -148,6 +155,7 @@ def strip_parser() -> Parser:
     p.add_argument("--out", required=True, help="PNG path")
     p.add_argument("--scale", type=positive_int, default=4)
     p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export")
+    _exact_grid(p)
     return p
 
 
@@ -172,6 +180,7 @@ def evaluate_parser() -> Parser:
     p.add_argument("--clip-sample", choices=CLIP_CHOICES, default="export",
                    help="x0 clipping while sampling: as exported, on, off, or recompute "
                    "(DDIM's eps_hat recomputed from the clipped x0_hat)")
+    _exact_grid(p)
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--out", default="evaluation", help="writes OUT.json and OUT.md")
     _device(p)

@@ -54,7 +54,7 @@ def is_digits_shaped(shape) -> bool:
 
 def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_steps=None,
              inception_weights=None, batch_size=256, device="cpu",
-             clip_sample="export", inception_sha256=None) -> list[dict]:
+             clip_sample="export", inception_sha256=None, exact_grid=False) -> list[dict]:
     import torch
 
     from diffengine_distill.datasets.digits import load_digits_uint8
@@ -82,10 +82,11 @@ def evaluate(paths, steps=None, seeds=range(512), reference=None, reference_step
     if len(set(names)) != len(names):
         raise UsageError(f"two pipelines are named {max(names, key=names.count)!r}: name "
                          "them NAME=PATH (one PATH@S1,S2 evaluates several step counts)")
-    pipes = {name: load_pipeline(folder, device, clip_sample=clip_sample)
-             for name, folder, _ in models}
+    def load(folder):
+        return load_pipeline(folder, device, clip_sample=clip_sample, exact_grid=exact_grid)
+    pipes = {name: load(folder) for name, folder, _ in models}
     ref_name, ref_folder, ref_own = parse_model(reference) if reference else models[0]
-    ref_pipe = pipes.get(ref_name) or load_pipeline(ref_folder, device, clip_sample=clip_sample)
+    ref_pipe = pipes.get(ref_name) or load(ref_folder)
     pipes.setdefault(ref_name, ref_pipe)
 
     def steps_of(name, folder, own):
@@ -197,7 +198,7 @@ def main(argv=None):
     with user_errors("evaluate.py"):
         rows = evaluate(args.paths, args.steps, args.seeds, args.reference,
                         args.reference_steps, args.inception_weights, args.batch_size,
-                        args.device, args.clip_sample)
+                        args.device, args.clip_sample, exact_grid=args.exact_grid)
         write_results(rows, args.out, "python tools/evaluate.py " + " ".join(
             argv if argv is not None else sys.argv[1:]))
     return rows

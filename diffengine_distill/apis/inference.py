@@ -52,8 +52,15 @@ def export_metadata(folder: str) -> dict:
 
 
 def load_pipeline(path: str, device: str | torch.device = "cpu",
-                  torch_dtype: torch.dtype = torch.float32, clip_sample: str = "export"):
+                  torch_dtype: torch.dtype = torch.float32, clip_sample: str = "export",
+                  exact_grid: bool = False):
     """A diffusers pipeline from an export folder, a work dir or a hub id.
+
+    ``exact_grid`` samples a DDIM scheduler on the trailing grid
+    t_i = i T / N - 1 for every N (``GridDDIMScheduler``, as fractional-grid
+    exports do). diffusers' DDIMScheduler steps from t to t - T // N instead,
+    so where N does not divide T (64 steps of 1000) each step ends off the
+    next timestep.
 
     ``clip_sample`` on/off overrides the export's x0 clipping. Note that
     diffusers' DDIM clips x0_hat but keeps the unclipped eps_hat, which over
@@ -62,10 +69,11 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
     at every DDIM step: the clipped ODE that the progressive distillation
     paper samples with (diffusers' ``use_clipped_model_output=True``).
     """
-    from diffusers import DiffusionPipeline
+    from diffusers import DDIMScheduler, DiffusionPipeline
 
     import diffengine_distill
     from diffengine_distill.models.builders import load_pretrained
+    from diffengine_distill.schedulers import GridDDIMScheduler
     check_device(device)
     if not is_local(path):  # a hub id (base models, stock pipelines)
         pipe = load_pretrained(DiffusionPipeline, path, dtype=torch_dtype).to(device)
@@ -76,6 +84,8 @@ def load_pipeline(path: str, device: str | torch.device = "cpu",
         cls = getattr(diffengine_distill, str(name), None) or DiffusionPipeline
         pipe = cls.from_pretrained(folder, dtype=torch_dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
+    if exact_grid and isinstance(pipe.scheduler, DDIMScheduler):
+        pipe.scheduler = GridDDIMScheduler.from_config(pipe.scheduler.config)
     if clip_sample not in CLIP_CHOICES:
         raise ValueError(f"clip_sample must be one of {CLIP_CHOICES}, got {clip_sample!r}")
     if clip_sample != "export":

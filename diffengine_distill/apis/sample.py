@@ -24,7 +24,8 @@ def sample(args):
                             load_pipeline, pipeline_classes)
     local = is_local(args.path)
     folder = find_export(args.path) if local else args.path
-    pipe = load_pipeline(folder, device=args.device, clip_sample=args.clip_sample)
+    pipe = load_pipeline(folder, device=args.device, clip_sample=args.clip_sample,
+                         exact_grid=args.exact_grid)
     steps = args.steps or default_steps(pipe, folder if local else None)
     check_steps(pipe, steps)
     seeds = args.seeds or list(range(args.num_images))
@@ -80,7 +81,7 @@ def strip(args):
     rows = [parse_row(row) for row in args.rows]  # all checked before any sampling
     grids, shape = [], None
     for label, path, steps in rows:
-        pipe = load_pipeline(path, clip_sample=args.clip_sample)
+        pipe = load_pipeline(path, clip_sample=args.clip_sample, exact_grid=args.exact_grid)
         check_steps(pipe, steps)
         if shape is not None and image_shape(pipe)[1:] != shape:
             raise UsageError(f"row {label!r} makes {image_shape(pipe)[1:]} images, the first "

@@ -35,6 +35,9 @@ def parse_args():
                    choices=("export", "on", "off", "recompute"),
                    help="x0 clipping of every sampler, teacher and students (recompute: "
                    "eps_hat from the clipped x0_hat, the PD paper's evaluation sampler)")
+    p.add_argument("--exact-grid", action="store_true",
+                   help="sample the teacher on the students' trailing grid i*T/N - 1 where N "
+                   "does not divide T (diffusers' DDIM steps T // N there)")
     p.add_argument("--student-prediction-type", default="v_prediction",
                    choices=("v_prediction", "epsilon", "sample"),
                    help="the student's parameterisation (the teacher's: no stage 0)")
@@ -111,7 +114,7 @@ def main():
     models = [f"teacher={args.teacher}@{full},{','.join(map(str, steps))}"]
     models += [f"pd-student-{n}={exports[n]}@{n}" for n in steps]
     rows = evaluate(models, seeds=parse_seeds(args.seeds), reference_steps=full,
-                    clip_sample=args.clip_sample)
+                    clip_sample=args.clip_sample, exact_grid=args.exact_grid)
     for r in rows:
         if r["model"].startswith("pd-student"):
             r["model"] = "pd-student"
@@ -126,7 +129,7 @@ def main():
     meta = dict(distillation_seconds=seconds, teacher_steps=args.teacher_steps,
                 median_seconds_per_iteration=times[len(times) // 2] if times else None,
                 iterations=stages * args.iters_per_stage,
-                clip_sample=args.clip_sample,
+                clip_sample=args.clip_sample, exact_grid=args.exact_grid,
                 student_prediction_type=args.student_prediction_type,
                 iters_per_stage=args.iters_per_stage)
     with open(args.out + ".json") as f:
