@@ -11,6 +11,7 @@ import zipfile
 import pytest
 import torch
 
+from diffengine_distill.utils.safe_load import allow_mmengine_checkpoints
 from diffengine_distill.apis.train import (atomic_runner, build_config, check_model_matches,
                                            checkpoint_intact, parse_args, resume_checkpoint)
 
@@ -298,6 +299,7 @@ def test_kills_inside_checkpoint_and_export_writes_lose_nothing(tmp_path):
     ref = tmp_path / "uninterrupted"  # the plain config: the plugin changes nothing else
     mim_train(ROOT + "/tests/configs/teacher_tiny.py", ref, "--cfg-options",
               "train_cfg.max_iters=8")
+    allow_mmengine_checkpoints()  # the Runner's allow-list, in this process too
     a = torch.load(ref / "iter_8.pth", map_location="cpu", weights_only=True)
     b = torch.load(work / "iter_8.pth", map_location="cpu", weights_only=True)
     for part in ("state_dict", "ema_state_dict"):
