@@ -37,6 +37,12 @@ def log_linear_alpha_bar(alphas_cumprod):
     return alpha_bar
 
 
+def seed_noise(seeds):
+    """The pipelines' initial noise: one CPU generator per seed, (1, 8, 8) each."""
+    return torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
+                        for s in seeds]).double()
+
+
 def test_teacher_exports_stock_ddim_at_any_steps():
     pipe = model(1024, 50, cls=DiffusionModel).build_pipeline()
     assert type(pipe) is DDIMPipeline and type(pipe.scheduler) is DDIMScheduler
@@ -68,8 +74,7 @@ def test_fractional_grid_export_reproduces_training_sampler(tmp_path):
 
     # Independently: 16 DDIM steps by hand on the log-linear alpha_bar grid.
     alpha_bar = log_linear_alpha_bar(m.scheduler.alphas_cumprod)
-    z = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
-                     for s in seeds]).double()
+    z = seed_noise(seeds)
     with torch.no_grad():
         for i in range(16, 0, -1):
             t, s = i * 62.5 - 1, (i - 1) * 62.5 - 1
@@ -109,8 +114,7 @@ def test_clipped_sampling_keeps_or_recomputes_eps(tmp_path):
         alpha_bar = log_linear_alpha_bar(m.scheduler.alphas_cumprod)
 
         def by_hand(recompute):
-            z = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
-                             for s in seeds]).double()
+            z = seed_noise(seeds)
             clipped = 0
             with torch.no_grad():
                 for i in range(steps, 0, -1):
@@ -161,8 +165,7 @@ def test_exact_grid_samples_a_stock_ddim_teacher_on_its_trailing_grid(tmp_path):
     seeds = range(3)
 
     def by_hand(steps):
-        z = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s))
-                         for s in seeds]).double()
+        z = seed_noise(seeds)
         with torch.no_grad():
             for i in range(steps, 0, -1):
                 t, s = i * 1000 / steps - 1, (i - 1) * 1000 / steps - 1
