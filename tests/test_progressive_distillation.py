@@ -147,6 +147,7 @@ def tiny_pd(teacher_steps=8):
     (dict(iters_per_stage=0), "iters_per_stage must be > 0"),
     (dict(end_steps=0), "end_steps must be >= 1"),
     (dict(lr_decay="cosine"), "lr_decay"),
+    (dict(stage0_iters=0), "stage0_iters must be > 0"),
 ])
 def test_bad_plan_arguments(kwargs, match):
     from diffengine_distill.engine.hooks import ProgressiveDistillationHook
@@ -222,11 +223,16 @@ def test_student_starts_as_the_teacher(teacher_type):
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])
-def test_v_student_of_an_eps_teacher_first_learns_the_teachers_v(clip):
+@pytest.mark.parametrize("weighting", [None, "truncated_snr"])
+def test_v_student_of_an_eps_teacher_first_learns_the_teachers_v(clip, weighting):
     """Stage 0 (conversion): the target at any t is the eps teacher's output as v
     (its x0_hat clipped to [-1, 1], eps recomputed, with stage0_clip_x0=1), the
-    student reads z_t at t, weight max(SNR_t, 1) / (SNR_t + 1) on the v-MSE."""
-    model = pd_model("epsilon", student_prediction_type="v_prediction", stage0_clip_x0=clip)
+    student reads z_t at t. Default loss: the teacher's own eps-MSE, the
+    student's v read as eps = alpha v + sigma z_t; truncated_snr: weight
+    max(SNR_t, 1) / (SNR_t + 1) on the v-MSE."""
+    loss_cfg = weighting and dict(type="DiffusionLoss", weighting=weighting)
+    model = pd_model("epsilon", student_prediction_type="v_prediction", stage0_clip_x0=clip,
+                     conversion_loss=loss_cfg)
     assert model.first_stage == 0 and int(model.student_steps) == 8
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     with torch.no_grad():
@@ -249,10 +255,19 @@ def test_v_student_of_an_eps_teacher_first_learns_the_teachers_v(clip):
             eps = (z.double() - a * x0) / s
         v_target = a * eps - s * x0
         pred = model.unet(z, t).sample.double()
-    snr = (ab / (1 - ab)).flatten()
-    weight = snr.clamp_min(1) / (snr + 1)
-    expected = (weight * (pred - v_target).square().flatten(1).mean(1)).mean()
+    if weighting is None:
+        eps_student = a * pred + s * z.double()
+        expected = (eps_student - eps).square().flatten(1).mean(1).mean()
+    else:
+        snr = (ab / (1 - ab)).flatten()
+        weight = snr.clamp_min(1) / (snr + 1)
+        expected = (weight * (pred - v_target).square().flatten(1).mean(1)).mean()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_conversion_loss_refused_where_nothing_is_converted():
+    with pytest.raises(ValueError, match="conversion_loss"):
+        pd_model("epsilon", conversion_loss=dict(type="DiffusionLoss", weighting="snr"))
 
 
 def test_halving_stage_loss_reads_the_student_at_t_with_the_snr_of_t():
@@ -313,6 +328,34 @@ def test_lr_decays_linearly_to_zero_within_each_stage():
         lrs.append(runner.optim_wrapper.param_groups[0]["lr"])
         stages.append(int(model.stage))
     assert lrs == [1.0, 0.75, 0.5, 0.25] * 2 and stages == [1] * 4 + [2] * 4
+
+
+def test_stage0_iters_lengthens_only_the_conversion_stage(tmp_path):
+    """An eps teacher, a v student: stage 0 runs 6 iterations (LR 1 - k/6), the
+    halvings 4 each; exports after iterations 6, 10 and 14 (1-based)."""
+    from diffengine_distill.engine.hooks import ProgressiveDistillationHook
+    model = pd_model("epsilon", student_prediction_type="v_prediction")
+    runner = FakeRunner(model, 14)
+    runner.work_dir, runner.cfg = str(tmp_path), type("C", (), {"filename": "pd.py"})()
+    runner.optim_wrapper.optimizer = torch.optim.SGD([torch.zeros(1)], lr=1.0)
+    hook = ProgressiveDistillationHook(end_steps=2, iters_per_stage=4, stage0_iters=6)
+    hook.before_train(runner)
+    lrs, stages = [], []
+    for it in range(14):
+        runner.iter = it
+        hook.before_train_iter(runner, it)
+        lrs.append(round(runner.optim_wrapper.param_groups[0]["lr"], 6))
+        stages.append(int(model.stage))
+        hook.after_train_iter(runner, it)
+    stage0 = [round(1 - k / 6, 6) for k in range(6)]
+    assert lrs == stage0 + [1.0, 0.75, 0.5, 0.25] * 2
+    assert stages == [0] * 6 + [1] * 4 + [2] * 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "stage_0_8steps", "stage_1_4steps", "stage_2_2steps"]
+    runner.max_iters = 15
+    with pytest.raises(ValueError, match="stage 0 of 6 and 2 halvings of 4 iterations: "
+                                         "set train_cfg.max_iters=14"):
+        hook.before_train(runner)
 
 
 def test_eps_digits_teacher_trains_and_its_pd_student_starts_as_it(tmp_path):

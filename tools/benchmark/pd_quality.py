@@ -30,6 +30,8 @@ def parse_args():
     p.add_argument("--work-dir", default="work_dirs/pd_benchmark")
     p.add_argument("--teacher-steps", type=int, default=128)
     p.add_argument("--iters-per-stage", type=int, default=300)
+    p.add_argument("--stage0-iters", type=int, default=None,
+                   help="iterations of the conversion stage 0 (default: --iters-per-stage)")
     p.add_argument("--seeds", default="0-255")
     p.add_argument("--clip-sample", default="export",
                    choices=("export", "on", "off", "recompute"),
@@ -50,18 +52,18 @@ def teacher_config(teacher: str) -> dict:
         return json.load(f)
 
 
-def num_stages(args) -> int:
+def num_iterations(args) -> int:
     """Halvings down to 1 step, plus stage 0 when the teacher is converted into
     another parameterisation (pd_digits.py's v student for an eps teacher)."""
     converts = teacher_config(args.teacher).get("prediction_type") != args.student_prediction_type
-    return (args.teacher_steps).bit_length() - 1 + converts
+    halvings = (args.teacher_steps).bit_length() - 1
+    return halvings * args.iters_per_stage + converts * (args.stage0_iters or args.iters_per_stage)
 
 
 def train(args) -> float | None:
     halvings = (args.teacher_steps).bit_length() - 1
     if glob.glob(osp.join(args.work_dir, f"stage_{halvings}_1steps")):
         return None
-    stages = num_stages(args)
     resume = ["--resume"] if glob.glob(osp.join(args.work_dir, "iter_*.pth")) else []
     start = time.perf_counter()
     subprocess.run([osp.join(osp.dirname(sys.executable), "mim"), "train", "diffengine_distill",
@@ -72,8 +74,9 @@ def train(args) -> float | None:
                     f"model.student_prediction_type={args.student_prediction_type}",
                     "custom_hooks.0.end_steps=1",
                     f"custom_hooks.0.iters_per_stage={args.iters_per_stage}",
+                    f"custom_hooks.0.stage0_iters={args.stage0_iters}",
                     f"custom_hooks.1.interval={args.iters_per_stage}",
-                    f"train_cfg.max_iters={stages * args.iters_per_stage}"],
+                    f"train_cfg.max_iters={num_iterations(args)}"],
                    cwd=ROOT, check=True)
     return time.perf_counter() - start
 
@@ -125,10 +128,9 @@ def main():
     times = [json.loads(line).get("time") for p in glob.glob(
         osp.join(args.work_dir, "*", "vis_data", "scalars.json")) for line in open(p)]
     times = sorted(t for t in times if t is not None)
-    stages = num_stages(args)
     meta = dict(distillation_seconds=seconds, teacher_steps=args.teacher_steps,
                 median_seconds_per_iteration=times[len(times) // 2] if times else None,
-                iterations=stages * args.iters_per_stage,
+                iterations=num_iterations(args), stage0_iters=args.stage0_iters,
                 clip_sample=args.clip_sample, exact_grid=args.exact_grid,
                 student_prediction_type=args.student_prediction_type,
                 iters_per_stage=args.iters_per_stage)

@@ -29,6 +29,9 @@ class ProgressiveDistillationHook(Hook):
         end_steps: student steps of the last stage; ``teacher_steps /
             end_steps`` must be a power of two.
         iters_per_stage: training iterations of each stage.
+        stage0_iters: iterations of a stage 0 (default: ``iters_per_stage``).
+            Converting an eps teacher into a v student relearns the output at
+            every t, a larger task than a halving.
         lr_decay: ``linear`` (to 0 within each stage, as the paper) or ``constant``.
         teacher_from_ema: the next teacher is the EMA of the student (needs an
             EMAHook) instead of the student itself.
@@ -37,14 +40,19 @@ class ProgressiveDistillationHook(Hook):
     priority = "HIGH"  # before the optimizer step's hooks read the LR
 
     def __init__(self, end_steps: int = 1, iters_per_stage: int = 1000,
-                 lr_decay: str = "linear", teacher_from_ema: bool = False):
+                 stage0_iters: int | None = None, lr_decay: str = "linear",
+                 teacher_from_ema: bool = False):
         if iters_per_stage <= 0:
             raise ValueError(f"iters_per_stage must be > 0, got {iters_per_stage}")
+        if stage0_iters is not None and stage0_iters <= 0:
+            raise ValueError(f"stage0_iters must be > 0 (or None), got {stage0_iters}")
         if end_steps < 1:
             raise ValueError(f"end_steps must be >= 1, got {end_steps}")
         if lr_decay not in ("linear", "constant"):
             raise ValueError(f"lr_decay must be 'linear' or 'constant', got {lr_decay!r}")
         self.end_steps, self.iters_per_stage = end_steps, iters_per_stage
+        self.stage0_iters = stage0_iters or iters_per_stage
+        self.first_stage = 1
         self.lr_decay, self.teacher_from_ema = lr_decay, teacher_from_ema
 
     def before_train(self, runner):
@@ -57,13 +65,17 @@ class ProgressiveDistillationHook(Hook):
             raise ValueError(f"Cannot halve {teacher_steps} teacher steps down to "
                              f"end_steps={self.end_steps}: teacher_steps / end_steps must "
                              "be a power of two >= 2.")
-        stages = len(self.plan(teacher_steps)) + (model.first_stage == 0)
-        needed = stages * self.iters_per_stage
+        self.first_stage = model.first_stage
+        halvings = len(self.plan(teacher_steps))
+        needed = halvings * self.iters_per_stage
+        plan = f"{halvings} halvings of {self.iters_per_stage} iterations"
+        if model.first_stage == 0:
+            needed += self.stage0_iters
+            plan = f"a stage 0 of {self.stage0_iters} and " + plan
         if runner.max_iters > needed:
             raise ValueError(
-                f"The plan {teacher_steps} -> {self.end_steps} steps has {stages} stages of "
-                f"{self.iters_per_stage} iterations: set train_cfg.max_iters={needed} "
-                f"(it is {runner.max_iters}).")
+                f"The plan {teacher_steps} -> {self.end_steps} steps has {plan}: set "
+                f"train_cfg.max_iters={needed} (it is {runner.max_iters}).")
         if runner.max_iters < needed:  # allowed: stop early, --resume with more later
             runner.logger.warning(
                 f"train_cfg.max_iters={runner.max_iters} stops before the plan's end "
@@ -79,12 +91,21 @@ class ProgressiveDistillationHook(Hook):
             n //= 2
         return steps
 
+    def position(self, iteration: int) -> tuple[int, int, int]:
+        """(stage, iterations done in it, its length) at a 0-based iteration."""
+        if self.first_stage == 0:
+            if iteration < self.stage0_iters:
+                return 0, iteration, self.stage0_iters
+            iteration -= self.stage0_iters
+        stage, done = divmod(iteration, self.iters_per_stage)
+        return stage + 1, done, self.iters_per_stage
+
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         model = unwrap(runner.model)
-        stage = runner.iter // self.iters_per_stage + model.first_stage
+        stage, done, length = self.position(runner.iter)
         while int(model.stage) < stage:
             self._next_stage(runner, model)
-        progress = (runner.iter % self.iters_per_stage) / self.iters_per_stage
+        progress = done / length
         factor = 1.0 - progress if self.lr_decay == "linear" else 1.0
         for group in runner.optim_wrapper.param_groups:
             group["lr"] = group["initial_lr"] * factor
@@ -98,7 +119,8 @@ class ProgressiveDistillationHook(Hook):
                            f"{int(model.student_steps) * 2} -> {int(model.student_steps)} steps")
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if (runner.iter + 1) % self.iters_per_stage:
+        _, done, length = self.position(runner.iter)
+        if done + 1 < length:
             return
         # Stage and N come from the live model: EMAHook does not average
         # buffers, so an EMA copy's student_steps would be stale.

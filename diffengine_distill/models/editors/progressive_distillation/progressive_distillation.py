@@ -15,6 +15,9 @@ from ..sample_rng import batch_rng
 from .guidance_embedding import add_guidance_embedding, guidance_scale_embedding
 from .pd_target import pd_target, student_grid
 
+# The MSE each prediction type is trained with, as a weighting of the x0-MSE.
+OWN_MSE_WEIGHTING = dict(epsilon="snr", v_prediction="snr_plus_one", sample="uniform")
+
 
 @MODELS.register_module()
 class ProgressiveDistillation(BaseDiffusionModel):
@@ -62,6 +65,11 @@ class ProgressiveDistillation(BaseDiffusionModel):
             unclipped, those targets dominate the stage's loss, while a DDIM
             trajectory hardly depends on them (a step weights x0_hat by
             alpha_s - sigma_s alpha_t / sigma_t, ~5e-4 there at 128 steps).
+        conversion_loss: the loss of a stage 0 that converts the
+            parameterisation. Default: the teacher's own training MSE (eps
+            teacher: the eps-MSE, weighting ``snr``), which weights each t as
+            the teacher was fitted. Under ``truncated_snr`` an eps teacher's x0
+            errors at high t (times sigma / alpha) dominate the stage.
     """
 
     exact_grid = True
@@ -70,7 +78,8 @@ class ProgressiveDistillation(BaseDiffusionModel):
                  loss: dict | None = None, noise_seed: int = 0,
                  guidance_scale: float | tuple[float, float] = 1.0,
                  guidance_embedding_dim: int = 256, null_class: int | None = None,
-                 stage0_clip_x0: float | None = None, **kwargs):
+                 stage0_clip_x0: float | None = None, conversion_loss: dict | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         T = self.noise_schedule.num_train_timesteps
         if teacher_steps < 2 or teacher_steps % 2:
@@ -116,6 +125,13 @@ class ProgressiveDistillation(BaseDiffusionModel):
                         p.zero_()
             self.teacher_unet = AdapterTeacher(self, "teacher")
         self.loss = MODELS.build(loss or dict(type="DiffusionLoss", weighting="truncated_snr"))
+        if conversion_loss is not None and not converts:
+            raise ValueError(f"conversion_loss is the loss of a stage 0 that converts the "
+                             f"teacher's {self.first_teacher_type} output into another "
+                             "parameterisation; this student keeps it: remove it.")
+        self.conversion_loss = MODELS.build(conversion_loss or dict(
+            type="DiffusionLoss", weighting=OWN_MSE_WEIGHTING[self.first_teacher_type])) \
+            if converts else None
         # Persistent so that checkpoints carry the stage.
         self.register_buffer("stage", torch.tensor(self.first_stage))
         self.register_buffer("student_steps",
@@ -224,5 +240,7 @@ class ProgressiveDistillation(BaseDiffusionModel):
         target = prediction_target(x_target.float(), eps_target.float(), alpha, sigma,
                                    self.prediction_type)
         pred = self.unet_forward(self.unet, z_t, t.float(), student_cond)
-        loss = self.loss(pred, target, self.noise_schedule.snr(t), self.prediction_type)
+        converting = int(self.stage) == 0 and self.conversion_loss is not None
+        loss_fn = self.conversion_loss if converting else self.loss
+        loss = loss_fn(pred, target, self.noise_schedule.snr(t), self.prediction_type)
         return dict(loss=loss)
