@@ -445,7 +445,11 @@ def test_guided_pd_stage0_then_two_student_steps(bases):
         unet.time_embedding.cond_proj.weight.normal_(std=0.05)  # make w matter
     x0, indices = torch.randn(2, 4, 8, 8), torch.tensor([3, 11])
     captured = []
-    model.loss.forward = lambda pred, target, *a: captured.append(target) or pred.mean()
+
+    def capture(pred, target, *args):
+        captured.append(target)
+        return pred.mean()
+    model.conversion_loss.forward = model.loss.forward = capture  # stage 0 (eps -> v), stage 1
     T, empty = 1000, model.data_preprocessor.encode_text(["", ""])
 
     def alpha_sigma(t):
