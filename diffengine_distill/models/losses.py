@@ -15,6 +15,9 @@ from diffengine_distill.registry import MODELS
 from ..diffusion import check_prediction_type
 
 WEIGHTINGS = ("uniform", "snr", "truncated_snr", "snr_plus_one", "min_snr")
+# The weighting under which each prediction type's own MSE is the loss
+# (e.g. an eps model's training loss, applied to a v student's output).
+OWN_MSE_WEIGHTING = dict(epsilon="snr", v_prediction="snr_plus_one", sample="uniform")
 
 
 def x0_mse_factor(snr: Tensor, prediction_type: str) -> Tensor:

@@ -9,14 +9,12 @@ from torch import Tensor
 from diffengine_distill.registry import MODELS
 
 from ....diffusion import check_prediction_type, ddim_step, prediction_target, split_prediction
+from ...losses import OWN_MSE_WEIGHTING
 from ..base import BaseDiffusionModel
 from ..lora import AdapterTeacher
 from ..sample_rng import batch_rng
 from .guidance_embedding import add_guidance_embedding, guidance_scale_embedding
 from .pd_target import pd_target, student_grid
-
-# The MSE each prediction type is trained with, as a weighting of the x0-MSE.
-OWN_MSE_WEIGHTING = dict(epsilon="snr", v_prediction="snr_plus_one", sample="uniform")
 
 
 @MODELS.register_module()
